@@ -39,8 +39,9 @@ deploys_app = typer.Typer(help="Record deploys of a deployment, so divergence ra
                           no_args_is_help=True)
 app.add_typer(deploys_app, name="deploys")
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+# Without a terminal (pipes, CI logs) rich would wrap tables at 80 columns and split file names.
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 200)
 
 DbOption = Annotated[
     Optional[Path],
@@ -133,8 +134,7 @@ def print_report(report: IngestReport, ledger: Path, quiet: bool) -> None:
     if not quiet:
         table = Table(title=None, show_edge=False)
         for heading in ("file", "shape", "read", "ingested", "duplicates", "rejected"):
-            table.add_column(heading, justify="left" if heading in ("file", "shape") else "right",
-                             overflow="fold")
+            table.add_column(heading, justify="left" if heading in ("file", "shape") else "right")
         for item in report.files:
             shape = item.shape + (" (gzip)" if item.compressed else "")
             table.add_row(item.name, shape, f"{item.read:,}", f"{item.ingested:,}", f"{item.duplicates:,}",

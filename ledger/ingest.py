@@ -20,19 +20,21 @@ import orjson
 import pyarrow as pa
 
 from ledger import store
-from ledger.models import shorten
+from ledger.models import ZONELESS_FLAG, shorten
 from ledger.normalize import (
     Context,
     NormalizedSubmission,
     RecordRejected,
+    default_anchor,
     model_normalize,
     normalize_text,
 )
-from ledger.readers import RawRecord, SourceFile, find_sources, read_records
+from ledger.readers import LineChunk, RawRecord, SourceFile, find_sources, read_records
 
 log = logging.getLogger(__name__)
 
 BATCH_ROWS = 20_000
+LINE_BATCH = 100_000
 RECORD_KEEP_CHARS = 4_000
 
 EXIT_OK = 0
@@ -119,9 +121,7 @@ class _Columns:
         columns = self.submissions
         columns["seq"].append(seq)
         columns["file_index"].append(file_index)
-        columns["submission_id"].append(item.submission_id)
         columns["platform_id"].append(item.platform_id)
-        columns["content_hash"].append(item.content_hash)
         columns["run_id"].append(item.run_id)
         columns["deployment"].append(item.deployment)
         columns["status"].append(item.status)
@@ -130,19 +130,20 @@ class _Columns:
         columns["divergences_detected"].append(item.divergences_detected)
         columns["cost_micros"].append(item.cost_micros)
         columns["submitted_at"].append(item.submitted_at_us)
+        columns["anchor"].append(item.anchor)
         columns["location"].append(item.location)
         columns["flags"].append(item.flags or None)
         columns["extra"].append(item.extra_json)
         divergences = self.divergences
         for divergence in item.divergences:
-            divergences["submission_id"].append(item.submission_id)
+            divergences["seq"].append(seq)
             divergences["position"].append(divergence.position)
             divergences["type"].append(divergence.type)
             divergences["action"].append(divergence.action)
             divergences["action_index"].append(divergence.index)
             divergences["expected"].append(divergence.expected_json)
             divergences["actual"].append(divergence.actual_json)
-            divergences["extra"].append(divergence.extra_json)
+            divergences["detail"].append(divergence.detail_json)
         self.rows += 1
 
     def tables(self) -> tuple[pa.Table, pa.Table]:
@@ -158,9 +159,7 @@ class _Columns:
 _SUBMISSION_FIELDS = {
     "seq": pa.int64(),
     "file_index": pa.int32(),
-    "submission_id": pa.string(),
     "platform_id": pa.string(),
-    "content_hash": pa.string(),
     "run_id": pa.string(),
     "deployment": pa.string(),
     "status": pa.string(),
@@ -169,19 +168,20 @@ _SUBMISSION_FIELDS = {
     "divergences_detected": pa.int64(),
     "cost_micros": pa.int64(),
     "submitted_at": pa.timestamp("us", tz="UTC"),
+    "anchor": pa.string(),
     "location": pa.string(),
     "flags": pa.list_(pa.string()),
     "extra": pa.string(),
 }
 _DIVERGENCE_FIELDS = {
-    "submission_id": pa.string(),
+    "seq": pa.int64(),
     "position": pa.int32(),
     "type": pa.string(),
     "action": pa.string(),
     "action_index": pa.int64(),
     "expected": pa.string(),
     "actual": pa.string(),
-    "extra": pa.string(),
+    "detail": pa.string(),
 }
 _REJECTED_FIELDS = {
     "file_index": pa.int32(),
@@ -239,34 +239,20 @@ class _Ingest:
 
     def stage_file(self, file_index: int, source: SourceFile) -> FileReport:
         report = FileReport(name=source.name)
-        for record in read_records(source):
-            if record.error is not None:
-                self.reject(file_index, report, record, record.error)
+        lines = _LineBuffer(self.stage, file_index)
+        for item in read_records(source, line_chunks=True):
+            if isinstance(item, LineChunk):
+                lines.add(item)
+                if self.progress is not None:
+                    self.progress(self.seq + lines.kept)
+                continue
+            if item.error is not None:
+                self.reject(file_index, report, item, item.error)
                 continue
             report.read += 1
-            context = Context(
-                location=record.location,
-                anchor=record.location.rsplit("/", 1)[-1],
-                run_id_hint=record.run_id_hint,
-                deployment=self.deployment,
-                ingest_time_us=self.ingest_time_us,
-            )
-            try:
-                if record.text is not None:
-                    item = normalize_text(record.text, context)
-                else:
-                    item = model_normalize(record.value, context)
-            except RecordRejected as error:
-                self.reject(file_index, report, record, error)
-                continue
-            for flag in item.flags:
-                report.warnings.append(f"{item.location}: {flag}")
-            self.columns.add(self.seq, file_index, item)
-            self.seq += 1
-            if self.columns.rows >= BATCH_ROWS:
-                self.flush()
-            if self.progress is not None and self.seq % 5_000 == 0:
-                self.progress(self.seq)
+            self.validate(file_index, report, item)
+        if lines.used:
+            self.check_lines(file_index, source, report, lines)
         report.shape = source.shape
         report.compressed = source.compressed
         report.warnings.extend(source.warnings)
@@ -274,6 +260,92 @@ class _Ingest:
             self.stage.drop_file(file_index)
             report.dropped_by_strict = report.read - len(report.rejected)
         return report
+
+    def check_lines(self, file_index: int, source: SourceFile, report: FileReport, lines: "_LineBuffer") -> None:
+        """Validate a file's JSON Lines in SQL, then the lines SQL deferred through the Python path."""
+        lines.flush()
+        report.read += lines.kept + len(lines.undecodable)
+        staged, deferred, zoneless = self.stage.check_lines(file_index, source.name, self.deployment, self.seq)
+        self.seq += staged
+        for line_no in zoneless:
+            report.warnings.append(f"{source.name}:{line_no}: {ZONELESS_FLAG}")
+        pending = [(line_no, raw.encode("utf-8")) for line_no, raw in deferred] + lines.undecodable
+        pending.sort()
+        for line_no, text in pending:
+            record = RawRecord(location=f"{source.name}:{line_no}", text=text.strip(), line=line_no)
+            self.validate(file_index, report, record)
+        if self.progress is not None:
+            self.progress(self.seq)
+
+    def validate(self, file_index: int, report: FileReport, record: RawRecord) -> None:
+        """Validate one record in Python and stage it, or reject it with its reason."""
+        context = Context(
+            location=record.location,
+            anchor=default_anchor(report.name, record.location),
+            run_id_hint=record.run_id_hint,
+            deployment=self.deployment,
+            ingest_time_us=self.ingest_time_us,
+        )
+        try:
+            if record.text is not None:
+                item = normalize_text(record.text, context)
+            else:
+                item = model_normalize(record.value, context)
+        except RecordRejected as error:
+            self.reject(file_index, report, record, error)
+            return
+        for flag in item.flags:
+            report.warnings.append(f"{item.location}: {flag}")
+        self.columns.add(self.seq, file_index, item)
+        self.seq += 1
+        if self.columns.rows >= BATCH_ROWS:
+            self.flush()
+        if self.progress is not None and self.seq % 5_000 == 0:
+            self.progress(self.seq)
+
+
+class _LineBuffer:
+    """Raw JSON Lines of one file on their way into the stage, in Arrow batches."""
+
+    def __init__(self, stage: store.Stage, file_index: int):
+        self.stage = stage
+        self.file_index = file_index
+        self.chunks: list[LineChunk] = []
+        self.pending = 0
+        self.kept = 0
+        self.used = False
+        self.undecodable: list[tuple[int, bytes]] = []
+
+    def add(self, chunk: LineChunk) -> None:
+        self.chunks.append(chunk)
+        self.pending += len(chunk.lines)
+        self.used = True
+        if self.pending >= LINE_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        for chunk in self.chunks:
+            numbers = pa.array(range(chunk.first_line, chunk.first_line + len(chunk.lines)), pa.int64())
+            try:
+                raw = pa.array(chunk.lines, pa.binary()).cast(pa.string())
+            except pa.ArrowInvalid:
+                numbers, raw = self._split_undecodable(chunk)
+            self.kept += self.stage.add_lines(self.file_index, pa.table({"line_no": numbers, "raw": raw}))
+        self.chunks, self.pending = [], 0
+
+    def _split_undecodable(self, chunk: LineChunk) -> tuple[pa.Array, pa.Array]:
+        """Keep lines that are not UTF-8 apart for the Python path, which rejects them with their position."""
+        numbers, texts = [], []
+        for offset, text in enumerate(chunk.lines):
+            try:
+                text.decode("utf-8")
+            except UnicodeDecodeError:
+                if text.strip():
+                    self.undecodable.append((chunk.first_line + offset, text))
+                continue
+            numbers.append(chunk.first_line + offset)
+            texts.append(text)
+        return pa.array(numbers, pa.int64()), pa.array(texts, pa.binary()).cast(pa.string())
 
 
 def _dump_value(value: Any) -> str:

@@ -10,8 +10,11 @@ Rules that are decisions rather than facts of JSON:
 - ``divergences_detected`` that disagrees with the listed divergences is
   rejected, because neither number can be trusted over the other. When the list
   is absent the count is kept; when the count is absent the list's length is used.
-- ``cost_savings`` is rounded half-to-even to micro-dollars (6 decimals), so the
-  SDK's ``0.09000000000000001`` is stored as ``0.090000``.
+- ``cost_savings`` is read as the IEEE double its JSON number denotes (as the
+  SDK produced it), written in its shortest decimal form and rounded half away
+  from zero to micro-dollars (6 decimals), so the SDK's ``0.09000000000000001``
+  is stored as ``0.090000``. DuckDB's cast from text to DECIMAL rounds the same
+  way, so the SQL validation path stores the same amount.
 - Run ids are text of 1 to 256 characters after trimming surrounding white
   space. A JSON number becomes its exact decimal text.
 - Timestamps: see `parse_timestamp`.
@@ -22,7 +25,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime, timedelta, timezone
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -119,9 +122,10 @@ def is_finite(value: Any) -> bool:
 
 
 def parse_money(field: str, value: Any) -> Decimal:
-    """Return a USD amount rounded half-to-even to micro-dollars, or raise FieldError."""
+    """Return a USD amount rounded half away from zero to micro-dollars, or raise FieldError."""
     if isinstance(value, str) or not is_json_number(value):
-        raise FieldError(field, value, f"must be a JSON number of US dollars, got {shorten(value)!r}")
+        shown = repr(shorten(value)) if isinstance(value, str) else shorten(value)
+        raise FieldError(field, value, f"must be a JSON number of US dollars, got {shown}")
     # A JSON number is read as the IEEE double it denotes, as the SDK produced it, so the
     # same text gives the same amount whichever parser read it.
     double = float(value) if not is_json_integer(value) else value
@@ -132,7 +136,7 @@ def parse_money(field: str, value: Any) -> Decimal:
         raise FieldError(field, value, f"must not be negative, got {shorten(value)}")
     if amount >= MONEY_LIMIT:
         raise FieldError(field, value, f"is implausibly large for one replay: {shorten(value)} USD")
-    return amount.quantize(MONEY_PLACES, rounding=ROUND_HALF_EVEN)
+    return amount.quantize(MONEY_PLACES, rounding=ROUND_HALF_UP)
 
 
 def parse_run_id(field: str, value: Any) -> str:
@@ -191,7 +195,10 @@ def parse_timestamp(field: str, value: Any) -> tuple[datetime, bool]:
         if instant.tzinfo is None:
             zoneless = True
             instant = instant.replace(tzinfo=timezone.utc)
-        instant = instant.astimezone(timezone.utc)
+        try:
+            instant = instant.astimezone(timezone.utc)
+        except OverflowError:  # an offset pushes year 1 or 9999 past the calendar
+            raise FieldError(field, value, f"is {_OUT_OF_RANGE}") from None
     elif is_json_number(value):
         if not is_finite(value):
             raise FieldError(field, value, f"must be a finite epoch number, got {shorten(value)}")
@@ -205,14 +212,18 @@ def parse_timestamp(field: str, value: Any) -> tuple[datetime, bool]:
             raise FieldError(
                 field, value, f"is too large for epoch seconds or milliseconds: {shorten(value)}"
             )
-        instant = EPOCH + timedelta(microseconds=int(micros.to_integral_value(ROUND_HALF_EVEN)))
+        try:
+            instant = EPOCH + timedelta(microseconds=int(micros.to_integral_value(ROUND_HALF_EVEN)))
+        except OverflowError:  # a large negative number lands before year 1
+            raise FieldError(field, value, f"is {_OUT_OF_RANGE}") from None
     else:
         raise FieldError(field, value, f"must be ISO-8601 text or an epoch number, got {shorten(value)!r}")
     if not EARLIEST <= instant < LATEST:
-        raise FieldError(
-            field, value, f"is {instant.isoformat()}, outside the accepted range 2000-01-01 to 2100-01-01"
-        )
+        raise FieldError(field, value, f"is {instant.isoformat()}, {_OUT_OF_RANGE}")
     return instant, zoneless
+
+
+_OUT_OF_RANGE = "outside the accepted range 2000-01-01 to 2100-01-01"
 
 
 class Divergence(BaseModel):

@@ -19,7 +19,6 @@ as ``created_at`` beside ``submitted_at``) is rejected, naming both keys.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -84,7 +83,13 @@ class RecordRejected(Exception):
 
 @dataclass(slots=True)
 class StoredDivergence:
-    """One divergence in its stored form: expected and actual kept whole as JSON text."""
+    """One divergence in its stored form.
+
+    `expected_json`/`actual_json` hold the expected and actual inputs (or, for an
+    action mismatch, the expected and actual action) whole as JSON text;
+    `detail_json` holds the whole divergence object without the two input keys,
+    so no key of it is lost.
+    """
 
     position: int
     type: str
@@ -92,16 +97,20 @@ class StoredDivergence:
     index: int | None
     expected_json: str | None
     actual_json: str | None
-    extra_json: str | None
+    detail_json: str
 
 
 @dataclass(slots=True)
 class NormalizedSubmission:
-    """A validated submission, ready for the store. Money in micro-dollars, time in UTC microseconds."""
+    """A validated submission, ready for the stage. Money in micro-dollars, time in UTC microseconds.
 
-    submission_id: str
+    Its id is computed in SQL when the stage is merged: the platform's id when
+    it has one, else a hash of its content (see `store.merge_stages`). `anchor`
+    is set only when the record had no timestamp, and then stands in for it in
+    that hash.
+    """
+
     platform_id: str | None
-    content_hash: str
     run_id: str
     deployment: str
     status: str
@@ -111,6 +120,7 @@ class NormalizedSubmission:
     cost_micros: int
     submitted_at_us: int
     location: str
+    anchor: str | None = None
     flags: list[str] = field(default_factory=list)
     extra_json: str | None = None
     divergences: list[StoredDivergence] = field(default_factory=list)
@@ -220,40 +230,33 @@ def fold_keys(record: dict) -> tuple[dict, dict]:
     return fields, extra
 
 
+_INPUT_KEYS = ("expected_inputs", "actual_inputs")
+
+
 def _store_divergence(position: int, raw: dict) -> StoredDivergence:
+    """Split a divergence into its stored columns (the same split the SQL path makes)."""
     kind = raw.get("type")
     if kind == "action_mismatch":
-        expected, actual = raw.get("expected"), raw.get("actual")
-        has_expected, has_actual = "expected" in raw, "actual" in raw
+        expected = json_dumps(raw["expected"]) if "expected" in raw else None
+        actual = json_dumps(raw["actual"]) if "actual" in raw else None
     else:
-        has_expected = "expected_inputs" in raw or "expected" in raw
-        has_actual = "actual_inputs" in raw or "actual" in raw
-        expected = raw["expected_inputs"] if "expected_inputs" in raw else raw.get("expected")
-        actual = raw["actual_inputs"] if "actual_inputs" in raw else raw.get("actual")
-    used = {"type", "action", "index"}
-    used.update(("expected_inputs", "actual_inputs") if kind != "action_mismatch" else ())
-    if kind == "action_mismatch" or ("expected_inputs" not in raw):
-        used.add("expected")
-    if kind == "action_mismatch" or ("actual_inputs" not in raw):
-        used.add("actual")
-    extra = {key: value for key, value in raw.items() if key not in used}
+        expected_value = raw["expected_inputs"] if "expected_inputs" in raw else raw.get("expected", _ABSENT)
+        actual_value = raw["actual_inputs"] if "actual_inputs" in raw else raw.get("actual", _ABSENT)
+        expected = None if expected_value is _ABSENT else json_dumps(expected_value)
+        actual = None if actual_value is _ABSENT else json_dumps(actual_value)
+    detail = {key: value for key, value in raw.items() if key not in _INPUT_KEYS}
     return StoredDivergence(
         position=position,
         type=kind,
         action=raw.get("action"),
         index=raw.get("index"),
-        expected_json=json_dumps(expected) if has_expected else None,
-        actual_json=json_dumps(actual) if has_actual else None,
-        extra_json=json_dumps(extra) if extra else None,
+        expected_json=expected,
+        actual_json=actual,
+        detail_json=json_dumps(detail),
     )
 
 
-def _content_hash(
-    run_id: str, status: str, replayed: int, total: int, detected: int, micros: int,
-    submitted_us: int | None, divergences: list, anchor: str | None,
-) -> str:
-    payload = [run_id, status, replayed, total, detected, micros, submitted_us, divergences, anchor]
-    return hashlib.sha256(json_dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+_ABSENT = object()
 
 
 def _finish(
@@ -265,17 +268,15 @@ def _finish(
     if zoneless:
         flags.append(ZONELESS_FLAG)
     # A record without a timestamp has the same content on every ingest, so its file
-    # name is part of its identity: a second file with a second identical replay counts.
-    anchor = None if submitted_us is not None else context.anchor
-    listed = divergences or []
-    digest = _content_hash(run_id, status, replayed, total, detected, micros, submitted_us, listed, anchor)
+    # name stands in for the time in its identity: a second file with an identical
+    # replay counts as a second submission, the same file ingested twice does not.
+    anchor = None
     if submitted_us is None:
         flags.append(NO_TIMESTAMP_FLAG)
+        anchor = context.anchor
         submitted_us = context.ingest_time_us
     return NormalizedSubmission(
-        submission_id=platform_id if platform_id is not None else f"sha256:{digest}",
         platform_id=platform_id,
-        content_hash=digest,
         run_id=run_id,
         deployment=context.deployment or deployment or UNKNOWN_DEPLOYMENT,
         status=status,
@@ -285,9 +286,10 @@ def _finish(
         cost_micros=micros,
         submitted_at_us=submitted_us,
         location=context.location,
+        anchor=anchor,
         flags=flags,
         extra_json=json_dumps(extra) if extra else None,
-        divergences=[_store_divergence(position, item) for position, item in enumerate(listed)],
+        divergences=[_store_divergence(position, item) for position, item in enumerate(divergences or [])],
     )
 
 
@@ -362,8 +364,6 @@ def fast_normalize(text: bytes, context: Context) -> NormalizedSubmission | None
                 action is not None and type(action) is not str
             ):
                 return None
-            if any(type(key) is not str or not key.islower() for key in item):
-                return None
         detected = len(divergences)
     submitted = fields.get("submitted_at")
     zoneless = False
@@ -433,6 +433,7 @@ def model_normalize(value: Any, context: Context) -> NormalizedSubmission:
     divergences = fields.get("divergences")
     if divergences is not None:
         divergences = [dict(item) for item in divergences]
+    _check_encodable(value)
     submitted_us = _micros(model.submitted_at) if model.submitted_at is not None else None
     return _finish(
         context, platform_id=model.id, run_id=model.run_id, deployment=model.deployment, status=model.status,
@@ -440,6 +441,17 @@ def model_normalize(value: Any, context: Context) -> NormalizedSubmission:
         micros=int(model.cost_savings.scaleb(6)), submitted_us=submitted_us, zoneless=model.zoneless,
         divergences=divergences, extra=extra,
     )
+
+
+def _check_encodable(value: Any) -> None:
+    """Reject a record whose text holds an unpaired surrogate escape such as \\ud800 (not valid UTF-8)."""
+    try:
+        json_dumps(value).encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise RecordRejected(
+            "", None, f"contains an unpaired Unicode surrogate ({error.object[error.start:error.end]!a}), "
+            "which has no UTF-8 form; fix the escape in the source"
+        ) from None
 
 
 def normalize_text(text: bytes, context: Context) -> NormalizedSubmission:
@@ -451,5 +463,11 @@ def normalize_text(text: bytes, context: Context) -> NormalizedSubmission:
 
 
 def default_anchor(path: str, location: str) -> str:
-    """Return the part of a location that identifies a record across folders: file name and position."""
-    return os.path.basename(location) if location else os.path.basename(path)
+    """Return the part of a location that identifies a record across folders: file name and position.
+
+    `location` starts with the source's `path`, as in ``dir/page.json#/items/0``,
+    which gives ``page.json#/items/0``.
+    """
+    if location.startswith(path):
+        return os.path.basename(path) + location[len(path):]
+    return os.path.basename(location)

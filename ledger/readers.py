@@ -17,6 +17,7 @@ import gzip
 import io
 import re
 import sys
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,7 @@ class RawRecord:
     value: Any = None
     error: str | None = None
     run_id_hint: str | None = None
+    line: int | None = None
 
 
 @dataclass
@@ -114,18 +116,82 @@ def _starts_with_gzip(path: Path) -> bool:
 def open_source(source: SourceFile) -> IO[bytes]:
     """Open a source for reading bytes, decompressing gzip found by its magic bytes."""
     try:
-        raw = sys.stdin.buffer if source.path is None else source.path.open("rb")
+        # A buffer as large as the sniff limit lets `peek` see a long first line of a file whole.
+        raw = sys.stdin.buffer if source.path is None else source.path.open("rb", buffering=_SNIFF_LIMIT)
     except OSError as error:
         raise SourceError(f"{source.name}: cannot be opened: {error.strerror}") from None
     buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)
     if buffered.peek(2)[:2] == GZIP_MAGIC:
         source.compressed = True
-        return io.BufferedReader(gzip.GzipFile(fileobj=buffered, mode="rb"), buffer_size=1 << 20)
+        return io.BufferedReader(_Gunzip(buffered), buffer_size=_SNIFF_LIMIT)
     return buffered
 
 
-def read_records(source: SourceFile) -> Iterator[RawRecord]:
-    """Yield every record of a source with its location; read errors are yielded as records with `error`."""
+class TruncatedGzip(EOFError):
+    """A gzip stream ended before its end marker; everything before the break was returned."""
+
+
+class _Gunzip(io.RawIOBase):
+    """Decompress a gzip stream (several members too) without losing the data before a truncation.
+
+    gzip.GzipFile raises at a truncated end and drops what it decompressed in that
+    call; this reader returns every byte it could decompress first, then raises
+    TruncatedGzip on the next read.
+    """
+
+    def __init__(self, compressed: IO[bytes]):
+        self.compressed = compressed
+        self.decompressor = zlib.decompressobj(wbits=31)
+        self.pending = b""
+        self.finished = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self.pending and not self.finished:
+            if self.decompressor.unconsumed_tail:
+                block = self.decompressor.unconsumed_tail
+            else:
+                block = self.compressed.read(1 << 16)
+            if not block:
+                self.finished = True
+                if not self.decompressor.eof:
+                    raise TruncatedGzip("the gzip data ended before its end marker; the file is truncated")
+                break
+            try:
+                self.pending = self.decompressor.decompress(block, 1 << 20)
+            except zlib.error as error:
+                self.finished = True
+                raise TruncatedGzip(f"the gzip data is corrupt: {error}") from None
+            if self.decompressor.eof and self.decompressor.unused_data:
+                # Another gzip member follows (as `cat a.gz b.gz` makes).
+                rest = self.decompressor.unused_data
+                self.decompressor = zlib.decompressobj(wbits=31)
+                self.pending += self.decompressor.decompress(rest, 1 << 20)
+        count = min(len(buffer), len(self.pending))
+        buffer[:count] = self.pending[:count]
+        self.pending = self.pending[count:]
+        return count
+
+
+@dataclass(slots=True)
+class LineChunk:
+    """Consecutive raw lines of a JSON Lines source, the first numbered `first_line`; blank lines included."""
+
+    first_line: int
+    lines: list[bytes]
+
+
+CHUNK_BYTES = 8 << 20
+
+
+def read_records(source: SourceFile, *, line_chunks: bool = False) -> Iterator[RawRecord | LineChunk]:
+    """Yield every record of a source with its location; read errors are yielded as records with `error`.
+
+    With `line_chunks`, a JSON Lines source is yielded as `LineChunk`s of raw
+    lines instead of one record a line, for callers that validate lines in bulk.
+    """
     stream = open_source(source)
     try:
         try:
@@ -139,7 +205,7 @@ def read_records(source: SourceFile) -> Iterator[RawRecord]:
         first = head.lstrip()[:1]
         if _is_json_lines(source, head, first):
             source.shape = "json-lines"
-            yield from _read_lines(source, stream)
+            yield from (_read_line_chunks(source, stream) if line_chunks else _read_lines(source, stream))
         elif first in (b"[", b"{"):
             yield from _read_document(source, stream)
         elif not first:
@@ -180,18 +246,53 @@ def _is_json_lines(source: SourceFile, head: bytes, first: bytes) -> bool:
 
 
 def _read_lines(source: SourceFile, stream: IO[bytes]) -> Iterator[RawRecord]:
+    blank = True
     for number, line in enumerate(stream, start=1):
         if number == 1 and line.startswith(b"\xef\xbb\xbf"):
             line = line[3:]
         line = line.strip()
         if line:
-            yield RawRecord(location=f"{source.name}:{number}", text=line)
+            blank = False
+            yield RawRecord(location=f"{source.name}:{number}", text=line, line=number)
+    if blank:
+        source.shape = "empty"
+        source.warnings.append(f"{source.name}: the file is empty")
+
+
+def _read_line_chunks(source: SourceFile, stream: IO[bytes]) -> Iterator[LineChunk]:
+    """Split a JSON Lines stream into chunks of lines with bytes.split, which is much faster than a loop a line."""
+    carry = b""
+    next_line = 1
+    empty = True
+    while True:
+        # read1 returns what one underlying read gives, so the lines before a truncated
+        # gzip end are yielded before the read that raises.
+        block = stream.read1(CHUNK_BYTES)
+        if not block:
+            break
+        lines = (carry + block).split(b"\n")
+        carry = lines.pop()
+        if next_line == 1 and lines and lines[0].startswith(b"\xef\xbb\xbf"):
+            lines[0] = lines[0][3:]
+        if empty and block.strip():
+            empty = False
+        if lines:
+            yield LineChunk(next_line, lines)
+            next_line += len(lines)
+    if carry:
+        if next_line == 1 and carry.startswith(b"\xef\xbb\xbf"):
+            carry = carry[3:]
+        empty = empty and not carry.strip()
+        yield LineChunk(next_line, [carry])
+    if empty:
+        source.shape = "empty"
+        source.warnings.append(f"{source.name}: the file is empty")
 
 
 def _read_document(source: SourceFile, stream: IO[bytes]) -> Iterator[RawRecord]:
     """Stream a JSON document: an array of records, an envelope, or one record."""
     events = ijson.parse(stream)
-    top: dict[str, Any] = {}
+    top: dict[str, Any] = _Pairs()
     listed = 0
     envelope_key = None
     try:
@@ -201,6 +302,7 @@ def _read_document(source: SourceFile, stream: IO[bytes]) -> Iterator[RawRecord]
             for position, item in enumerate(_array_items(events)):
                 listed += 1
                 yield RawRecord(location=f"{source.name}#/{position}", value=item)
+            yield from _check_document_end(source, events)
             return
         # An object: an envelope when one of its keys holds the list, otherwise one record.
         for prefix, event, value in events:
@@ -220,18 +322,45 @@ def _read_document(source: SourceFile, stream: IO[bytes]) -> Iterator[RawRecord]
                 prefix, event, value = next(events)
                 top[key] = _build_value(events, event, value)
     except ijson.JSONError as error:
-        where = f"{source.name}#/{envelope_key}/{listed}" if envelope_key else source.name
+        if envelope_key:
+            where = f"{source.name}#/{envelope_key}/{listed}"
+        elif source.shape == "array":
+            where = f"{source.name}#/{listed}"
+        else:
+            where = source.name
         yield RawRecord(
             location=where,
-            error=f"invalid JSON after {listed} records: {error}; the records before this point were read",
+            error=f"invalid JSON after {listed} records: {_first_line(error)}; the records before this point were read",
         )
         return
     if envelope_key is not None:
         source.shape = "envelope"
         _check_envelope_total(source, top, listed)
+    else:
+        source.shape = "object"
+        yield RawRecord(location=source.name, value=top, run_id_hint=run_id_from_name(source.name))
+    yield from _check_document_end(source, events)
+
+
+def _check_document_end(source: SourceFile, events: Iterator) -> Iterator[RawRecord]:
+    """Yield a read error when anything but white space follows the document, so no record is skipped silently."""
+    try:
+        next(events)
+    except StopIteration:
         return
-    source.shape = "object"
-    yield RawRecord(location=source.name, value=top, run_id_hint=run_id_from_name(source.name))
+    except ijson.JSONError:
+        pass
+    yield RawRecord(
+        location=source.name,
+        error="has data after the end of the JSON document, which was not read; "
+        "give one document a file, or one record a line in a .jsonl file",
+    )
+
+
+def _first_line(error: Exception) -> str:
+    """Return the first line of a parser's message (yajl appends a multi-line pointer)."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def _check_envelope_total(source: SourceFile, meta: dict, listed: int) -> None:
@@ -280,6 +409,7 @@ def _build_value(events: Iterator, event: str, value: Any) -> Any:
 
 
 __all__ = [
+    "LineChunk",
     "RawRecord",
     "SourceError",
     "SourceFile",

@@ -20,6 +20,7 @@ import hashlib
 import logging
 import os
 import random
+import re
 import tempfile
 import time
 import uuid
@@ -32,6 +33,8 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+
+from ledger.models import ZONELESS_FLAG
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +69,27 @@ DIVERGENCE_COLUMNS = (
     ("action_index", "BIGINT"),
     ("expected", "JSON"),
     ("actual", "JSON"),
+    ("detail", "JSON NOT NULL"),
+)
+# The stage holds records before their ids exist: ids are computed from content at the merge.
+STAGE_SUBMISSION_COLUMNS = (
+    ("seq", "BIGINT NOT NULL"),
+    ("file_index", "INTEGER NOT NULL"),
+    ("platform_id", "VARCHAR"),
+    ("run_id", "VARCHAR NOT NULL"),
+    ("deployment", "VARCHAR NOT NULL"),
+    ("status", "VARCHAR NOT NULL"),
+    ("actions_replayed", "BIGINT NOT NULL"),
+    ("actions_total", "BIGINT NOT NULL"),
+    ("divergences_detected", "BIGINT NOT NULL"),
+    ("cost_savings", "DECIMAL(18, 6) NOT NULL"),
+    ("submitted_at", "TIMESTAMPTZ NOT NULL"),
+    ("anchor", "VARCHAR"),
+    ("location", "VARCHAR"),
+    ("flags", "VARCHAR[]"),
     ("extra", "JSON"),
 )
+STAGE_DIVERGENCE_COLUMNS = (("seq", "BIGINT NOT NULL"),) + DIVERGENCE_COLUMNS[1:]
 REJECTED_COLUMNS = (
     ("location", "VARCHAR NOT NULL"),
     ("field", "VARCHAR"),
@@ -80,6 +102,37 @@ REJECTED_COLUMNS = (
 def _columns(columns: tuple[tuple[str, str], ...]) -> str:
     return ",\n    ".join(f"{name} {kind}" for name, kind in columns)
 
+
+# What the SDK's action batches (POST /api/v1/ingest) store: one row per recorded
+# action. `received_at` increases strictly within a receiver process, so ordering by
+# (received_at, position) gives the order in which the SDK recorded a run's actions.
+RECORDED_ACTION_COLUMNS = (
+    ("run_id", "VARCHAR NOT NULL"),
+    ("entry_id", "VARCHAR"),
+    ("batch_id", "VARCHAR NOT NULL"),
+    ("position", "INTEGER NOT NULL"),
+    ("deployment", "VARCHAR NOT NULL"),
+    ("agent_id", "VARCHAR"),
+    ("action", "VARCHAR"),
+    ("outcome", "VARCHAR"),
+    ("recorded_at", "TIMESTAMPTZ"),
+    ("cost_usd", "DECIMAL(18, 6)"),
+    ("duration_ms", "DOUBLE"),
+    ("inputs", "JSON"),
+    ("outputs", "JSON"),
+    ("detail", "JSON"),
+    ("flags", "VARCHAR[]"),
+    ("received_at", "TIMESTAMPTZ NOT NULL"),
+)
+# An Idempotency-Key seen by the receiver, with the response its first post got.
+IDEMPOTENCY_COLUMNS = (
+    ("submission_id", "VARCHAR NOT NULL"),
+    ("deployment", "VARCHAR NOT NULL"),
+    ("idempotency_key", "VARCHAR NOT NULL"),
+    ("request_hash", "VARCHAR NOT NULL"),
+    ("response", "JSON NOT NULL"),
+    ("created_at", "TIMESTAMPTZ NOT NULL"),
+)
 
 # Ordered, recorded schema changes. A ledger created by an older release opens in a
 # newer one by applying the versions it lacks, each in its own transaction.
@@ -117,6 +170,29 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "CREATE INDEX submissions_run_id ON submissions (run_id)",
         ],
     ),
+    (
+        2,
+        "receiver: api keys, recorded actions, idempotency keys, pull positions",
+        [
+            """CREATE TABLE api_keys (
+                key_id VARCHAR NOT NULL,
+                deployment VARCHAR NOT NULL,
+                key_hash VARCHAR NOT NULL,
+                label VARCHAR NOT NULL DEFAULT '',
+                created_at TIMESTAMPTZ NOT NULL,
+                revoked_at TIMESTAMPTZ
+            )""",
+            f"CREATE TABLE recorded_actions (\n    {_columns(RECORDED_ACTION_COLUMNS)}\n)",
+            "CREATE INDEX recorded_actions_run_id ON recorded_actions (run_id)",
+            f"CREATE TABLE idempotency_keys (\n    {_columns(IDEMPOTENCY_COLUMNS)}\n)",
+            "CREATE INDEX idempotency_keys_submission_id ON idempotency_keys (submission_id)",
+            """CREATE TABLE pull_positions (
+                source VARCHAR NOT NULL,
+                state JSON NOT NULL,
+                updated_at TIMESTAMPTZ NOT NULL
+            )""",
+        ],
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -146,7 +222,9 @@ def inbox_path(path: Path) -> Path:
 
 def _is_busy(error: Exception) -> bool:
     text = str(error)
-    return "lock" in text.lower() or "different configuration" in text
+    # "file handle conflict": another connection of this same process has the file
+    # attached (the receiver's writer does so between its commits).
+    return "lock" in text.lower() or "different configuration" in text or "file handle conflict" in text.lower()
 
 
 def _connect(path: Path, *, read_only: bool, budget: float, memory_limit: str) -> duckdb.DuckDBPyConnection:
@@ -154,8 +232,11 @@ def _connect(path: Path, *, read_only: bool, budget: float, memory_limit: str) -
     delay = 0.005
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only, config={"memory_limit": memory_limit})
-        except (duckdb.IOException, duckdb.ConnectionException) as error:
+            connection = duckdb.connect(str(path), read_only=read_only, config={"memory_limit": memory_limit})
+            # Every session works in UTC, so date functions on TIMESTAMPTZ do not depend on the host's zone.
+            connection.execute("SET TimeZone = 'UTC'")
+            return connection
+        except (duckdb.IOException, duckdb.ConnectionException, duckdb.ResourceInUseException) as error:
             if not _is_busy(error):
                 raise
             if time.monotonic() + delay > deadline:
@@ -265,11 +346,10 @@ class Stage:
     def __init__(self, directory: Path | None = None):
         self.path = Path(tempfile.mkdtemp(prefix="replay-ledger-stage-", dir=directory)) / "stage.duckdb"
         self.connection = duckdb.connect(str(self.path), config={"memory_limit": STAGE_MEMORY_LIMIT})
-        self.connection.execute(
-            f"CREATE TABLE submissions (seq BIGINT NOT NULL, file_index INTEGER NOT NULL, "
-            f"{_columns(SUBMISSION_COLUMNS)})"
-        )
-        self.connection.execute(f"CREATE TABLE divergences ({_columns(DIVERGENCE_COLUMNS)})")
+        # Zone-less timestamps are cast in the session's zone, and the documented rule is UTC.
+        self.connection.execute("SET TimeZone = 'UTC'")
+        self.connection.execute(f"CREATE TABLE submissions ({_columns(STAGE_SUBMISSION_COLUMNS)})")
+        self.connection.execute(f"CREATE TABLE divergences ({_columns(STAGE_DIVERGENCE_COLUMNS)})")
         self.connection.execute(f"CREATE TABLE rejected (file_index INTEGER NOT NULL, {_columns(REJECTED_COLUMNS)})")
         self.connection.execute(
             "CREATE TABLE batch (origin VARCHAR, sources VARCHAR[], started_at TIMESTAMPTZ, report JSON)"
@@ -286,16 +366,60 @@ class Stage:
 
     def append_submissions(self, batch: pa.Table) -> None:
         """Append submissions whose money column is ``cost_micros`` (int64) instead of ``cost_savings``."""
-        names = [name for name, _ in SUBMISSION_COLUMNS]
         select = ", ".join(
             "CAST(cost_micros AS DECIMAL(18, 0)) * CAST(0.000001 AS DECIMAL(7, 6))" if name == "cost_savings" else name
-            for name in names
+            for name, _ in STAGE_SUBMISSION_COLUMNS
         )
         self.connection.register("arrow_batch", batch)
         try:
-            self.connection.execute(f"INSERT INTO submissions SELECT seq, file_index, {select} FROM arrow_batch")
+            self.connection.execute(f"INSERT INTO submissions SELECT {select} FROM arrow_batch")
         finally:
             self.connection.unregister("arrow_batch")
+
+    def add_lines(self, file_index: int, lines: pa.Table) -> int:
+        """Hold raw JSON Lines (columns line_no int64, raw string) of one file for `check_lines`.
+
+        Blank lines are dropped; returns how many lines were kept.
+        """
+        self.connection.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS raw_lines (file_index INTEGER, line_no BIGINT, raw VARCHAR)"
+        )
+        self.connection.register("arrow_lines", lines)
+        try:
+            return self.connection.execute(
+                "INSERT INTO raw_lines SELECT ?, line_no, raw FROM arrow_lines "
+                "WHERE trim(raw, ' \t\r\n') <> ''",
+                [file_index],
+            ).fetchone()[0]
+        finally:
+            self.connection.unregister("arrow_lines")
+
+    def check_lines(
+        self, file_index: int, name: str, deployment: str | None, first_seq: int
+    ) -> tuple[int, list[tuple[int, str]], list[int]]:
+        """Validate a file's held lines in SQL and stage the clean ones.
+
+        Returns (records staged, deferred lines as (line_no, raw), line numbers of
+        zone-less timestamps). Deferred lines are every line the SQL rules cannot
+        accept for certain; the caller validates them in Python, which accepts or
+        rejects each with its reason.
+        """
+        parameters = {"file_index": file_index, "name": name, "deployment": deployment, "first_seq": first_seq}
+        for statement in _LINE_CHECK_SQL:
+            self.connection.execute(statement, {key: parameters[key] for key in _parameters_of(statement)})
+        staged = self.connection.execute("SELECT count(*) FROM line_accepted").fetchone()[0]
+        deferred = self.connection.execute(
+            "SELECT line_no, raw FROM raw_lines WHERE file_index = $file_index "
+            "AND line_no NOT IN (SELECT line_no FROM line_accepted) ORDER BY line_no",
+            {"file_index": file_index},
+        ).fetchall()
+        zoneless = [row[0] for row in self.connection.execute(
+            "SELECT line_no FROM line_accepted WHERE zoneless ORDER BY line_no"
+        ).fetchall()]
+        self.connection.execute("DELETE FROM raw_lines WHERE file_index = $file_index", {"file_index": file_index})
+        for table in ("line_fields", "line_divergences", "line_accepted"):
+            self.connection.execute(f"DROP TABLE IF EXISTS {table}")
+        return staged, deferred, zoneless
 
     def drop_file(self, file_index: int) -> None:
         """Keep a file's records out of the merge (strict mode); its rejections stay."""
@@ -318,6 +442,148 @@ class Stage:
         except duckdb.Error:
             pass
         _remove_tree(self.path.parent)
+
+
+def _parameters_of(statement: str) -> list[str]:
+    return sorted(set(re.findall(r"\$([a-z_]+)", statement)))
+
+
+# The SQL validation path for JSON Lines. It accepts a line only when every rule of
+# ledger.models holds for certain, in a deliberately narrow form: strict JSON (DuckDB
+# also accepts trailing commas, NaN and Infinity, so those lines are deferred), the
+# canonical lower-case field names, printable ASCII ids and ISO-8601 timestamps of
+# one layout. Every other line is deferred to the Python path, which decides it and
+# explains a rejection. Both paths store the same values for a line both accept.
+_PRINTABLE = "[\\x21-\\x7e](?:[\\x20-\\x7e]*[\\x21-\\x7e])?"
+_ISO_LAYOUT = (
+    "\\d{4}-\\d{2}-\\d{2}T(?:[01]\\d|2[0-3]):[0-5]\\d:[0-5]\\d(?:\\.\\d{1,6})?(?:Z|[+-](?:[01]\\d|2[0-3]):[0-5]\\d)?"
+)
+_ALIASES_NOT_CANONICAL = (
+    "'runid', 'submission_id', 'divergence_count', 'divergences_count', 'cost_saved', 'savings_usd', "
+    "'created_at', 'timestamp'"
+)
+_KNOWN_FIELDS_PATCH = (
+    '{"run_id": null, "status": null, "actions_replayed": null, "actions_total": null, '
+    '"divergences_detected": null, "divergences": null, "cost_savings": null, "submitted_at": null, '
+    '"deployment": null, "id": null}'
+)
+_FIELDS_STRUCTURE = (
+    '{"run_id": "JSON", "status": "JSON", "actions_replayed": "JSON", "actions_total": "JSON", '
+    '"divergences_detected": "JSON", "divergences": "JSON", "cost_savings": "JSON", "submitted_at": "JSON", '
+    '"deployment": "JSON", "id": "JSON"}'
+)
+_FIELD_NAMES = (
+    "['run_id', 'status', 'actions_replayed', 'actions_total', 'divergences_detected', 'divergences', "
+    "'cost_savings', 'submitted_at', 'deployment', 'id']"
+)
+_LINE_CHECK_SQL = [
+    f"""
+    CREATE OR REPLACE TEMP TABLE line_fields AS
+    SELECT line_no, json_keys(raw) AS keys, json_transform(raw, '{_FIELDS_STRUCTURE}') AS f
+    FROM raw_lines
+    WHERE file_index = $file_index
+      AND json_valid(raw)
+      AND starts_with(ltrim(raw), '{{')
+      AND NOT regexp_matches(raw, ',\\s*[\\]}}]')
+      AND NOT regexp_matches(raw, '(?i)[\\[:,]\\s*[-+]?(?:nan|inf|infinity)\\s*[,\\]}}]')
+      AND NOT regexp_matches(raw, '[:\\[,]\\s*-?[0-9.]+[eE][+]?[0-9]{{3}}')
+    """,
+    f"""
+    CREATE OR REPLACE TEMP TABLE line_divergences AS
+    WITH listed AS (
+        SELECT line_no, from_json(f.divergences, '["JSON"]') AS items
+        FROM line_fields
+        WHERE json_type(f.divergences) = 'ARRAY' AND json_array_length(f.divergences) > 0
+    ), unnested AS (
+        SELECT line_no, unnest(items) AS d, unnest(range(len(items))) AS position FROM listed
+    ), parts AS (
+        SELECT line_no, position, d, json_keys(d) AS keys,
+               json_transform(d, '{{"type": "JSON", "index": "JSON", "action": "JSON"}}') AS p
+        FROM unnested
+    )
+    SELECT line_no, position, d, p.type ->> '$' AS type, p.action ->> '$' AS action,
+           TRY_CAST(p.index ->> '$' AS BIGINT) AS action_index,
+           coalesce(
+               json_type(d) = 'OBJECT'
+               AND len(keys) = len(list_distinct(keys))
+               AND json_type(p.type) = 'VARCHAR'
+               AND regexp_full_match(p.type ->> '$', '{_PRINTABLE}')
+               AND coalesce(json_type(p.index), 'NULL') IN ('NULL', 'UBIGINT')
+               AND coalesce(TRY_CAST(p.index ->> '$' AS UBIGINT) < 4611686018427387904, TRUE)
+               AND coalesce(json_type(p.action), 'NULL') IN ('NULL', 'VARCHAR'),
+               FALSE) AS valid
+    FROM parts
+    """,
+    f"""
+    CREATE OR REPLACE TEMP TABLE line_accepted AS
+    WITH typed AS (
+        SELECT line_no, keys, f,
+               f.run_id ->> '$' AS run_id, f.status ->> '$' AS status,
+               TRY_CAST(f.actions_replayed ->> '$' AS UBIGINT) AS replayed,
+               TRY_CAST(f.actions_total ->> '$' AS UBIGINT) AS total,
+               TRY_CAST(f.divergences_detected ->> '$' AS UBIGINT) AS detected,
+               json_array_length(f.divergences) AS listed,
+               TRY_CAST(f.cost_savings ->> '$' AS DOUBLE) AS savings,
+               f.submitted_at ->> '$' AS submitted_text,
+               f.deployment ->> '$' AS deployment, f.id ->> '$' AS platform_id
+        FROM line_fields
+    )
+    SELECT line_no, run_id, status, replayed, total, coalesce(detected, listed) AS detected,
+           CAST(CAST(savings AS VARCHAR) AS DECIMAL(18, 6)) AS cost_savings,
+           CAST(submitted_text AS TIMESTAMPTZ) AS submitted_at,
+           NOT regexp_matches(submitted_text, '(?:Z|[+-]\\d\\d:\\d\\d)$') AS zoneless,
+           deployment, platform_id,
+           NOT list_has_all({_FIELD_NAMES}, keys) AS has_extra
+    FROM typed
+    WHERE coalesce(
+        len(keys) = len(list_distinct(keys))
+        AND NOT list_has_any(keys, [{_ALIASES_NOT_CANONICAL}])
+        AND NOT regexp_matches(array_to_string(keys, chr(31)), '[A-Z]')
+        AND json_type(f.run_id) = 'VARCHAR' AND regexp_full_match(run_id, '{_PRINTABLE}') AND length(run_id) <= 256
+        AND json_type(f.status) = 'VARCHAR' AND status IN ('success', 'partial', 'failed')
+        AND json_type(f.actions_replayed) = 'UBIGINT' AND json_type(f.actions_total) = 'UBIGINT'
+        AND total < 4611686018427387904 AND replayed <= total
+        AND CASE
+            WHEN f.divergences_detected IS NULL THEN json_type(f.divergences) = 'ARRAY'
+            ELSE json_type(f.divergences_detected) = 'UBIGINT' AND detected < 4611686018427387904
+                 AND (f.divergences IS NULL OR (json_type(f.divergences) = 'ARRAY' AND detected = listed))
+            END
+        AND json_type(f.cost_savings) IN ('UBIGINT', 'DOUBLE')
+        AND isfinite(savings) AND savings BETWEEN 0 AND 999999999.999999
+        AND json_type(f.submitted_at) = 'VARCHAR' AND regexp_full_match(submitted_text, '{_ISO_LAYOUT}')
+        AND TRY_CAST(submitted_text AS TIMESTAMPTZ) >= TIMESTAMPTZ '2000-01-01 00:00:00+00'
+        AND TRY_CAST(submitted_text AS TIMESTAMPTZ) < TIMESTAMPTZ '2100-01-01 00:00:00+00'
+        AND (f.deployment IS NULL OR (json_type(f.deployment) = 'VARCHAR'
+                                      AND regexp_full_match(deployment, '{_PRINTABLE}') AND length(deployment) <= 128))
+        AND (f.id IS NULL OR (json_type(f.id) = 'VARCHAR'
+                              AND regexp_full_match(platform_id, '{_PRINTABLE}') AND length(platform_id) <= 256))
+        AND line_no NOT IN (SELECT line_no FROM line_divergences WHERE NOT valid),
+        FALSE)
+    """,
+    f"""
+    INSERT INTO submissions
+    SELECT $first_seq + row_number() OVER (ORDER BY a.line_no) - 1,
+           $file_index, a.platform_id, a.run_id, coalesce($deployment, a.deployment, 'unknown'), a.status,
+           a.replayed, a.total, a.detected, a.cost_savings, a.submitted_at, NULL,
+           $name || ':' || a.line_no,
+           CASE WHEN a.zoneless THEN ['{ZONELESS_FLAG}'] END,
+           CASE WHEN a.has_extra THEN nullif(json_merge_patch(r.raw, '{_KNOWN_FIELDS_PATCH}'), '{{}}') END
+    FROM line_accepted AS a
+    JOIN raw_lines AS r ON r.file_index = $file_index AND r.line_no = a.line_no
+    """,
+    """
+    INSERT INTO divergences
+    SELECT a.seq, d.position, d.type, d.action, d.action_index,
+           CASE WHEN d.type = 'action_mismatch' THEN d.d -> '$.expected'
+                ELSE coalesce(d.d -> '$.expected_inputs', d.d -> '$.expected') END,
+           CASE WHEN d.type = 'action_mismatch' THEN d.d -> '$.actual'
+                ELSE coalesce(d.d -> '$.actual_inputs', d.d -> '$.actual') END,
+           json_merge_patch(d.d, '{"expected_inputs": null, "actual_inputs": null}')
+    FROM line_divergences AS d
+    JOIN (SELECT line_no, $first_seq + row_number() OVER (ORDER BY line_no) - 1 AS seq FROM line_accepted) AS a
+    USING (line_no)
+    """,
+]
 
 
 def _fsync(path: Path) -> None:
@@ -361,24 +627,49 @@ def inbox_batches(ledger: Path) -> list[Path]:
     return sorted(path for path in inbox.glob("*.duckdb") if not path.name.startswith("."))
 
 
-_MERGE_SQL = """
+# Identity of a staged record. A submission's id is the platform's id when it has one,
+# else "sha256:" and the first 32 hex digits of a hash of its content: run, status,
+# counts, savings, time (or, for a record without a timestamp, its file name) and
+# every divergence as canonical JSON. Two rows with the same content hash are one
+# submission unless both carry different platform ids.
+_INCOMING_SQL = """
 CREATE OR REPLACE TEMP TABLE incoming AS
-SELECT s.*,
-       row_number() OVER (PARTITION BY s.submission_id ORDER BY s.seq) AS nth_id,
-       row_number() OVER (PARTITION BY s.content_hash ORDER BY s.platform_id IS NULL, s.seq) AS nth_content,
-       count(s.platform_id) OVER (PARTITION BY s.content_hash) AS platform_ids
-FROM {stage}.submissions AS s
-WHERE s.file_index NOT IN (SELECT file_index FROM {stage}.dropped_files);
-
+WITH divergence_texts AS (
+    SELECT seq,
+           string_agg(concat_ws(chr(31), coalesce(json(expected)::VARCHAR, '-'),
+                                coalesce(json(actual)::VARCHAR, '-'), json(detail)::VARCHAR),
+                      chr(30) ORDER BY position) AS text
+    FROM {stage}.divergences
+    GROUP BY seq
+), hashed AS (
+    SELECT s.*,
+           left(sha256(concat_ws(chr(31), s.run_id, s.status, s.actions_replayed, s.actions_total,
+                                 s.divergences_detected, s.cost_savings,
+                                 CASE WHEN s.anchor IS NULL THEN epoch_us(s.submitted_at)::VARCHAR
+                                      ELSE 'file:' || s.anchor END,
+                                 coalesce(t.text, ''))), 32) AS content_hash
+    FROM {stage}.submissions AS s
+    LEFT JOIN divergence_texts AS t USING (seq)
+    WHERE s.file_index NOT IN (SELECT file_index FROM {stage}.dropped_files)
+)
+SELECT h.*,
+       coalesce(h.platform_id, 'sha256:' || h.content_hash) AS submission_id,
+       row_number() OVER (PARTITION BY coalesce(h.platform_id, 'sha256:' || h.content_hash) ORDER BY h.seq) AS nth_id,
+       row_number() OVER (PARTITION BY h.content_hash ORDER BY h.platform_id IS NULL, h.seq) AS nth_content,
+       count(h.platform_id) OVER (PARTITION BY h.content_hash) AS platform_ids
+FROM hashed AS h;
+"""
+_FLAG_DUPLICATES_SQL = """
 CREATE OR REPLACE TEMP TABLE incoming_flagged AS
 SELECT i.*,
        (i.nth_id > 1
         OR (i.nth_content > 1 AND (i.platform_id IS NULL OR i.platform_ids <= 1))
-        OR EXISTS (SELECT 1 FROM submissions AS l WHERE l.submission_id = i.submission_id)
+        OR i.submission_id IN (SELECT submission_id FROM submissions)
         OR EXISTS (SELECT 1 FROM submissions AS l WHERE l.content_hash = i.content_hash
                    AND (l.platform_id IS NULL OR i.platform_id IS NULL))) AS duplicate
 FROM incoming AS i;
 """
+_MERGE_SQL = _INCOMING_SQL + _FLAG_DUPLICATES_SQL
 
 
 def _merge_one(connection: duckdb.DuckDBPyConnection, stage_file: Path, ingest_id: int) -> tuple[dict, dict]:
@@ -392,18 +683,22 @@ def _merge_one(connection: duckdb.DuckDBPyConnection, stage_file: Path, ingest_i
             f"SELECT {names}, ?, now() FROM incoming_flagged WHERE NOT duplicate ORDER BY seq",
             [ingest_id],
         )
-        divergence_names = ", ".join(name for name, _ in DIVERGENCE_COLUMNS)
-        connection.execute(
-            f"INSERT INTO divergences SELECT {', '.join('d.' + n for n, _ in DIVERGENCE_COLUMNS)} "
-            f"FROM {alias}.divergences AS d "
-            "JOIN (SELECT DISTINCT submission_id FROM incoming_flagged WHERE NOT duplicate) AS kept "
-            "USING (submission_id) ORDER BY d.submission_id, d.position"
+        # json() rewrites JSON text in one canonical form, so a value stores the same text
+        # whichever path validated it.
+        divergence_names = ", ".join(
+            f"json(d.{name})" if kind.startswith("JSON") else f"d.{name}" for name, kind in DIVERGENCE_COLUMNS[1:]
         )
-        del divergence_names
+        connection.execute(
+            f"INSERT INTO divergences SELECT kept.submission_id, {divergence_names} "
+            f"FROM {alias}.divergences AS d "
+            "JOIN (SELECT seq, submission_id FROM incoming_flagged WHERE NOT duplicate) AS kept USING (seq) "
+            "ORDER BY kept.seq, d.position"
+        )
         rejected_names = ", ".join(name for name, _ in REJECTED_COLUMNS)
         connection.execute(
             f"INSERT INTO rejected SELECT ?, {rejected_names} FROM {alias}.rejected", [ingest_id]
         )
+        _merge_receiver_extras(connection, alias)
         rows = connection.execute(
             "SELECT file_index, count(*) FILTER (WHERE NOT duplicate), count(*) FILTER (WHERE duplicate) "
             "FROM incoming_flagged GROUP BY file_index"
@@ -514,3 +809,280 @@ def create_empty(ledger: Path) -> None:
     """Create the ledger file with the current schema, if it does not exist yet."""
     with writing(ledger):
         pass
+
+
+# ---------------------------------------------------------------------------
+# Receiver: API keys, the batching writer's unit of work, recorded actions, pull positions
+
+
+def add_api_key(ledger: Path, key_id: str, deployment: str, key_hash: str, label: str) -> None:
+    """Store a new API key's digest; the key itself is never stored."""
+    with writing(ledger) as connection:
+        connection.execute(
+            "INSERT INTO api_keys VALUES (?, ?, ?, ?, now(), NULL)", [key_id, deployment, key_hash, label]
+        )
+
+
+def read_api_keys(connection: duckdb.DuckDBPyConnection) -> list[tuple]:
+    """Return (key_id, deployment, key_hash, label, created_at, revoked_at) of every key, oldest first."""
+    return connection.execute(
+        "SELECT key_id, deployment, key_hash, label, created_at, revoked_at FROM api_keys ORDER BY created_at, key_id"
+    ).fetchall()
+
+
+def api_keys(ledger: Path) -> list[tuple]:
+    """Return every stored key as `read_api_keys` does; none for a missing or older ledger."""
+    if not ledger.exists():
+        return []
+    with reading(ledger) as connection:
+        if schema_version(connection) < 2:
+            return []
+        return read_api_keys(connection)
+
+
+def revoke_api_key(ledger: Path, key_id: str) -> bool:
+    """Mark a key revoked; return False when no active key has that id."""
+    with writing(ledger) as connection:
+        revoked = connection.execute(
+            "UPDATE api_keys SET revoked_at = now() WHERE key_id = ? AND revoked_at IS NULL RETURNING key_id", [key_id]
+        ).fetchall()
+    return bool(revoked)
+
+
+RECEIVER_STAGE_TABLES = ("submissions", "divergences", "dropped_files", "recorded_actions", "idempotency_keys")
+RECEIVER_ATTACH_MAX_DELAY = 0.05
+
+
+def receiver_connection() -> duckdb.DuckDBPyConnection:
+    """Open the receiver writer's private in-memory database, holding the stage tables of one commit.
+
+    The stage tables have the layout of `Stage`, so the same SQL computes ids and
+    content hashes for posts as for files. The ledger itself is attached to this
+    connection only for each unit of work (`attached`), which costs about a tenth
+    of opening it anew.
+    """
+    connection = duckdb.connect(":memory:", config={"memory_limit": STAGE_MEMORY_LIMIT, "TimeZone": "UTC"})
+    connection.execute(f"CREATE TABLE submissions ({_columns(STAGE_SUBMISSION_COLUMNS)})")
+    connection.execute(f"CREATE TABLE divergences ({_columns(STAGE_DIVERGENCE_COLUMNS)})")
+    connection.execute("CREATE TABLE dropped_files (file_index INTEGER NOT NULL)")
+    connection.execute(f"CREATE TABLE recorded_actions ({_columns(RECORDED_ACTION_COLUMNS)})")
+    connection.execute(f"CREATE TABLE idempotency_keys ({_columns(IDEMPOTENCY_COLUMNS)})")
+    return connection
+
+
+def stage_receiver_rows(connection: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> None:
+    """Append an Arrow table, whose columns match the stage table's in order, to a receiver stage table.
+
+    For ``submissions`` the money column is ``cost_micros`` (int64), as for `Stage.append_submissions`.
+    """
+    if table not in RECEIVER_STAGE_TABLES:
+        raise ValueError(f"unknown receiver stage table {table!r}")
+    select = "*"
+    if table == "submissions":
+        select = ", ".join(
+            "CAST(cost_micros AS DECIMAL(18, 0)) * CAST(0.000001 AS DECIMAL(7, 6))" if name == "cost_savings" else name
+            for name, _ in STAGE_SUBMISSION_COLUMNS
+        )
+    connection.register("receiver_rows", rows)
+    try:
+        connection.execute(f"INSERT INTO memory.main.{table} SELECT {select} FROM receiver_rows")
+    finally:
+        connection.unregister("receiver_rows")
+
+
+def clear_receiver_stage(connection: duckdb.DuckDBPyConnection) -> None:
+    for table in RECEIVER_STAGE_TABLES:
+        connection.execute(f"DELETE FROM memory.main.{table}")
+
+
+@contextmanager
+def attached(
+    connection: duckdb.DuckDBPyConnection, ledger: Path, *, budget: float = WRITE_BUDGET_SECONDS, read_only: bool = False
+) -> Iterator[None]:
+    """Attach the ledger to a `receiver_connection` as its default catalog, then detach it.
+
+    Read-write attaches migrate the ledger first. Raises LedgerBusy when another
+    process (or another connection of this one) keeps the file past `budget` seconds.
+    """
+    ledger.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + budget
+    delay = 0.002
+    mode = " (READ_ONLY)" if read_only else ""
+    while True:
+        try:
+            connection.execute(f"ATTACH '{_quote(ledger)}' AS ledger{mode}")
+            break
+        except (duckdb.IOException, duckdb.ConnectionException, duckdb.ResourceInUseException) as error:
+            if not _is_busy(error):
+                raise
+            if time.monotonic() + delay > deadline:
+                raise LedgerBusy(f"{ledger}: the ledger stayed locked for {budget:.1f} s") from None
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, RECEIVER_ATTACH_MAX_DELAY)
+    try:
+        connection.execute("USE ledger")
+        if not read_only:
+            migrate(connection)
+        yield
+    finally:
+        connection.execute("USE memory")
+        connection.execute("DETACH ledger")
+
+
+def find_idempotency_keys(connection: duckdb.DuckDBPyConnection, submission_ids: list[str]) -> dict[str, tuple[str, str]]:
+    """Return {submission id: (request hash, stored response JSON)} for ids already claimed by an Idempotency-Key."""
+    if not submission_ids:
+        return {}
+    marks = ", ".join("?" for _ in submission_ids)
+    rows = connection.execute(
+        f"SELECT submission_id, request_hash, response FROM idempotency_keys WHERE submission_id IN ({marks})",
+        submission_ids,
+    ).fetchall()
+    return {submission_id: (request_hash, response) for submission_id, request_hash, response in rows}
+
+
+def recorded_entry_ids(connection: duckdb.DuckDBPyConnection, run_id: str) -> set[str]:
+    """Return the SDK entry ids already stored for a run's recorded actions."""
+    rows = connection.execute(
+        "SELECT entry_id FROM recorded_actions WHERE run_id = ? AND entry_id IS NOT NULL", [run_id]
+    ).fetchall()
+    return {row[0] for row in rows}
+
+
+@dataclass
+class ReceiverCommit:
+    """What one receiver commit stored, and the ingest log row it counted into."""
+
+    ingest_id: int
+    submissions: int
+    recorded_actions: int
+
+
+def commit_receiver_stage(
+    connection: duckdb.DuckDBPyConnection, ingest_id: int | None, *, duplicates: int = 0
+) -> ReceiverCommit:
+    """Move the staged posts and recorded actions into the attached ledger in one transaction.
+
+    Staged rows must already be free of duplicates (the writer checks
+    Idempotency-Keys and entry ids first), so no scan of the whole ledger runs
+    here. With `ingest_id` None a new ingest log row is started; otherwise that
+    row's counts grow. `duplicates` counts posts answered from an earlier one.
+    """
+    connection.execute("BEGIN TRANSACTION")
+    try:
+        connection.execute(_INCOMING_SQL.format(stage="memory.main"))
+        posts = connection.execute("SELECT count(*) FROM incoming").fetchone()[0]
+        actions = connection.execute("SELECT count(*) FROM memory.main.recorded_actions").fetchone()[0]
+        if ingest_id is None:
+            ingest_id = connection.execute("SELECT nextval('ingest_ids')").fetchone()[0]
+            connection.execute(
+                "INSERT INTO ingest_log VALUES (?, now(), now(), 'receiver', ['receiver'], 0, 0, 0, 0, "
+                "'{\"recorded_actions\": 0}')",
+                [ingest_id],
+            )
+        names = ", ".join(name for name, _ in SUBMISSION_COLUMNS)
+        connection.execute(
+            f"INSERT INTO submissions ({names}, ingest_id, ingested_at) SELECT {names}, ?, now() FROM incoming ORDER BY seq",
+            [ingest_id],
+        )
+        # json() rewrites JSON text in one canonical form, so a value stores the same text
+        # whichever path validated it.
+        divergence_names = ", ".join(
+            f"json(d.{name})" if kind.startswith("JSON") else f"d.{name}" for name, kind in DIVERGENCE_COLUMNS[1:]
+        )
+        connection.execute(
+            f"INSERT INTO divergences SELECT i.submission_id, {divergence_names} FROM memory.main.divergences AS d "
+            "JOIN incoming AS i USING (seq) ORDER BY i.seq, d.position"
+        )
+        connection.execute("INSERT INTO recorded_actions SELECT * FROM memory.main.recorded_actions")
+        connection.execute("INSERT INTO idempotency_keys SELECT * FROM memory.main.idempotency_keys")
+        connection.execute(
+            "UPDATE ingest_log SET finished_at = now(), records_read = records_read + ?, ingested = ingested + ?, "
+            "duplicates = duplicates + ?, report = json_object('recorded_actions', "
+            "CAST(report ->> '$.recorded_actions' AS BIGINT) + ?) WHERE ingest_id = ?",
+            [posts + duplicates, posts, duplicates, actions, ingest_id],
+        )
+        connection.execute("COMMIT")
+    except Exception:
+        connection.execute("ROLLBACK")
+        raise
+    finally:
+        connection.execute("DROP TABLE IF EXISTS incoming")
+    return ReceiverCommit(ingest_id, posts, actions)
+
+
+def merge_inbox_attached(connection: duckdb.DuckDBPyConnection, ledger: Path) -> int:
+    """Merge every inbox batch into the ledger attached by `attached`, in one transaction; return how many."""
+    queued = inbox_batches(ledger)
+    if not queued:
+        return 0
+    connection.execute("BEGIN TRANSACTION")
+    try:
+        for batch_file in queued:
+            _merge_one(connection, batch_file, connection.execute("SELECT nextval('ingest_ids')").fetchone()[0])
+        connection.execute("COMMIT")
+    except Exception:
+        connection.execute("ROLLBACK")
+        raise
+    for batch_file in queued:
+        batch_file.unlink(missing_ok=True)
+    log.info("merged %d inbox batches into %s", len(queued), ledger)
+    return len(queued)
+
+
+def receiver_stage_to_inbox(connection: duckdb.DuckDBPyConnection, ledger: Path, started_at: datetime) -> Path:
+    """Copy the receiver's staged rows into a sealed `Stage` and move it into the ledger's inbox, durably.
+
+    Any writer merges it later with `merge_stages`, including the recorded
+    actions and Idempotency-Keys (see `_merge_receiver_extras`).
+    """
+    stage = Stage()
+    try:
+        for table in ("submissions", "divergences"):
+            stage.append(table, connection.sql(f"SELECT * FROM memory.main.{table}").to_arrow_table())
+        for table, columns in (("recorded_actions", RECORDED_ACTION_COLUMNS), ("idempotency_keys", IDEMPOTENCY_COLUMNS)):
+            stage.connection.execute(f"CREATE TABLE {table} ({_columns(columns)})")
+            stage.append(table, connection.sql(f"SELECT * FROM memory.main.{table}").to_arrow_table())
+        stage.describe("receiver", ["receiver"], started_at, '{"queued_by": "receiver"}')
+        sealed = stage.seal()
+    except BaseException:
+        stage.discard()
+        raise
+    return move_to_inbox(sealed, ledger)
+
+
+def _merge_receiver_extras(connection: duckdb.DuckDBPyConnection, alias: str) -> None:
+    """Merge the recorded actions and Idempotency-Keys of a receiver's inbox batch (other stages have none)."""
+    present = {row[0] for row in connection.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = ?", [alias]
+    ).fetchall()}
+    if "recorded_actions" in present:
+        connection.execute(
+            f"INSERT INTO recorded_actions SELECT * FROM {alias}.recorded_actions AS a WHERE a.entry_id IS NULL "
+            "OR NOT EXISTS (SELECT 1 FROM recorded_actions AS l WHERE l.run_id = a.run_id AND l.entry_id = a.entry_id)"
+        )
+    if "idempotency_keys" in present:
+        connection.execute(
+            f"INSERT INTO idempotency_keys SELECT * FROM {alias}.idempotency_keys "
+            "WHERE submission_id NOT IN (SELECT submission_id FROM idempotency_keys)"
+        )
+
+
+def load_pull_position(ledger: Path, source: str) -> str | None:
+    """Return the JSON state a pull from `source` saved, or None."""
+    if not ledger.exists():
+        return None
+    with reading(ledger) as connection:
+        if schema_version(connection) < 2:
+            return None
+        row = connection.execute("SELECT state FROM pull_positions WHERE source = ?", [source]).fetchone()
+    return None if row is None else row[0]
+
+
+def save_pull_position(ledger: Path, source: str, state_json: str, *, budget: float = WRITE_BUDGET_SECONDS) -> None:
+    """Replace the JSON state of pulls from `source`."""
+    with writing(ledger, budget=budget) as connection:
+        connection.execute("BEGIN TRANSACTION")
+        connection.execute("DELETE FROM pull_positions WHERE source = ?", [source])
+        connection.execute("INSERT INTO pull_positions VALUES (?, ?, now())", [source, state_json])
+        connection.execute("COMMIT")
