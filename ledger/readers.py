@@ -94,6 +94,9 @@ def find_sources(paths: list[str]) -> tuple[list[SourceFile], list[str]]:
                     continue
                 if child.suffix.lower() in JSON_SUFFIXES or _starts_with_gzip(child):
                     sources.append(SourceFile(name=str(child), path=child))
+                elif child.suffix.lower() == ".csv":
+                    skipped.append(f"{child}: skipped; CSV files are deploy logs, load them with "
+                                   "`replay-ledger deploys import`")
                 else:
                     skipped.append(f"{child}: skipped, not a JSON, JSON Lines or gzip file")
         elif path.is_file():

@@ -156,7 +156,7 @@ def export_sql(filters: Filters, *, nested: bool) -> tuple[str, list[Any]]:
     columns = ", ".join(f"s.{name}" for name in EXPORT_COLUMNS)
     listed = (
         "list({'type': d.type, 'action': d.action, 'index': d.action_index, "
-        "'expected': d.expected, 'actual': d.actual, 'extra': d.extra} ORDER BY d.position)"
+        "'expected': d.expected, 'actual': d.actual, 'detail': d.detail} ORDER BY d.position)"
     )
     divergences = listed if nested else f"to_json({listed})"
     sql = f"""
