@@ -364,17 +364,21 @@ def ingest_paths(
     origin: str = "cli",
     progress: Progress | None = None,
     budget: float = store.WRITE_BUDGET_SECONDS,
+    classify_causes: bool = True,
 ) -> IngestReport:
     """Ingest files, folders or ``-`` (standard input) into the ledger and return the report.
 
     Raises readers.SourceError when a path does not exist or cannot be opened;
     nothing is written then. When the ledger stays busy past `budget`, the batch
     is queued durably in the ledger's inbox and `IngestReport.queued_in_inbox` names it.
+    Divergence causes are classified and stored with the divergences; with
+    `classify_causes` False this ingest's divergences get no cause rows, which
+    only a benchmark of the classification's cost should want.
     """
     sources, skipped = find_sources(list(paths))
     return ingest_sources(
         ledger, sources, skipped=skipped, deployment=deployment, strict=strict, origin=origin,
-        progress=progress, budget=budget,
+        progress=progress, budget=budget, classify_causes=classify_causes,
     )
 
 
@@ -388,6 +392,7 @@ def ingest_sources(
     origin: str = "cli",
     progress: Progress | None = None,
     budget: float = store.WRITE_BUDGET_SECONDS,
+    classify_causes: bool = True,
 ) -> IngestReport:
     """Ingest already resolved sources; see `ingest_paths`."""
     started = time.perf_counter()
@@ -399,6 +404,8 @@ def ingest_sources(
         for file_index, source in enumerate(sources):
             report.files.append(state.stage_file(file_index, source))
         state.flush()
+        if classify_causes:
+            stage.classify_divergences()
         summary = _summary_json(report)
         stage.describe(origin, [source.name for source in sources], started_at, summary)
         stage_file = stage.seal()
@@ -413,6 +420,11 @@ def ingest_sources(
             item.ingested = item.read - len(item.rejected) - item.dropped_by_strict
         report.seconds = time.perf_counter() - started
         return report
+    except BaseException:
+        # The merge rolled back (an unreadable or too new ledger, an interrupt), so the
+        # ledger needs nothing from the stage. A re-run reads the sources again.
+        _remove_stage(stage_file)
+        raise
     _remove_stage(stage_file)
     report.ingest_id = counts.ingest_id
     report.inbox_batches_merged = counts.inbox_batches

@@ -124,8 +124,8 @@ def is_finite(value: Any) -> bool:
 def parse_money(field: str, value: Any) -> Decimal:
     """Return a USD amount rounded half away from zero to micro-dollars, or raise FieldError."""
     if isinstance(value, str) or not is_json_number(value):
-        shown = repr(shorten(value)) if isinstance(value, str) else shorten(value)
-        raise FieldError(field, value, f"must be a JSON number of US dollars, got {shown}")
+        value_text = repr(shorten(value)) if isinstance(value, str) else shorten(value)
+        raise FieldError(field, value, f"must be a JSON number of US dollars, got {value_text}")
     # A JSON number is read as the IEEE double it denotes, as the SDK produced it, so the
     # same text gives the same amount whichever parser read it.
     double = float(value) if not is_json_integer(value) else value
