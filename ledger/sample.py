@@ -27,6 +27,7 @@ import json
 import math
 import random
 import re
+import tempfile
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -847,6 +848,16 @@ def write_sample(out_dir: Path, seed: int = DEFAULT_SEED) -> SampleSummary:
     )
     _write_text(out_dir / README_FILE, _readme_text(summary))
     return summary
+
+
+def sample_folder() -> Path:
+    """Return the bundled sample_data folder, or generate it into a temporary folder when it is not beside the package."""
+    bundled = Path(__file__).resolve().parent.parent / "sample_data"
+    if (bundled / "deploys.csv").is_file():
+        return bundled
+    target = Path(tempfile.mkdtemp(prefix="replay-ledger-sample-"))
+    write_sample(target)
+    return target
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ledger import store
-from ledger.cli import read_deploy_log
+from ledger.deploy_log import read_deploy_log
 from ledger.ingest import ingest_paths
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import duckdb
 import streamlit as st
-import typer
 
 from ledger import store
+from ledger.deploy_log import DeployLogError, read_deploy_log
 from ledger.queries import hub
 from ledger.readers import SourceError
+from ledger.sample import sample_folder
 from ledger.ui.cache import cached, clear
 from ledger.ui.text import code_span
 
@@ -32,7 +33,6 @@ def build_sample(ledger: Path) -> bool:
 
     Raises SampleBuildFailed with the reason when the ledger cannot be written.
     """
-    from ledger.cli import read_deploy_log, sample_folder
     from ledger.ingest import ingest_paths
 
     with _build_lock:
@@ -43,8 +43,7 @@ def build_sample(ledger: Path) -> bool:
             log.info("building a sample ledger at %s from %s", ledger, folder)
             ingest_paths(ledger, [str(folder)], origin=hub.DEMO_ORIGIN)
             store.add_deploys(ledger, read_deploy_log(folder / "deploys.csv"), origin="file")
-        except (OSError, duckdb.Error, store.LedgerBusy, store.LedgerTooNew, SourceError, typer.Exit) as error:
-            # typer.Exit comes from read_deploy_log, which prints its reason to standard error.
+        except (OSError, duckdb.Error, store.LedgerBusy, store.LedgerTooNew, SourceError, DeployLogError) as error:
             log.warning("building the sample ledger at %s failed: %s", ledger, error)
             raise SampleBuildFailed(str(error)) from error
         finally:
