@@ -5,11 +5,15 @@ JSON Lines file, then in one run measures, each in a fresh process:
 
 - `replay-ledger ingest FILE` (full validation, staging, merge into a new ledger);
 - DuckDB's `read_ndjson` with an explicit column list into typed submission and
-  divergence tables: the rate the physical machine allows, with no validation.
+  divergence tables: the rate the physical machine allows, with no validation;
+- the same ingest with divergence cause classification switched off, to show
+  what classifying causes adds (target: at most 25% more time).
 
-Prints submissions per second, peak memory (max RSS) of each, and the ratio.
+Prints submissions per second, peak memory (max RSS) of each, and the ratios.
+With ``--repeats N`` the two ingests run N times each, alternating, and the
+medians are compared, which evens out load from other processes.
 
-    python bench/ingest.py [--rows 1000000] [--workdir /tmp/replay-ledger-bench]
+    python bench/ingest.py [--rows 1000000] [--workdir /tmp/replay-ledger-bench] [--repeats 1]
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import argparse
 import json
 import random
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -66,13 +71,43 @@ def generate(path: Path, rows: int, seed: int = 11) -> None:
             handle.write(orjson.dumps(record) + b"\n")
 
 
-def run_ledger(data: Path, ledger: Path) -> dict:
+def run_ledger(data: Path, ledger: Path, classify_causes: bool = True) -> dict:
+    import duckdb
+
+    from ledger import store
     from ledger.ingest import ingest_paths
 
+    # Time the classification step inside this very ingest, which other processes' load
+    # affects the same way as the rest of the ingest.
+    classifying = {"seconds": 0.0, "cpu_seconds": 0.0}
+    classify = store.Stage.classify_divergences
+
+    def timed_classify(stage: store.Stage) -> int:
+        started_wall, started_cpu = time.perf_counter(), time.process_time()
+        try:
+            return classify(stage)
+        finally:
+            classifying["seconds"] += time.perf_counter() - started_wall
+            classifying["cpu_seconds"] += time.process_time() - started_cpu
+
+    store.Stage.classify_divergences = timed_classify
     started = time.perf_counter()
-    report = ingest_paths(ledger, [str(data)])
+    report = ingest_paths(ledger, [str(data)], classify_causes=classify_causes)
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "ingested": report.ingested, "rejected": report.rejected}
+    with duckdb.connect(str(ledger), read_only=True) as connection:
+        divergences, cause_rows = connection.execute(
+            "SELECT (SELECT count(*) FROM divergences), (SELECT count(*) FROM divergence_causes)"
+        ).fetchone()
+    return {"seconds": seconds, "ingested": report.ingested, "rejected": report.rejected,
+            "divergences": divergences, "cause_rows": cause_rows, "classify_seconds": classifying["seconds"],
+            "classify_cpu_seconds": classifying["cpu_seconds"]}
+
+
+def run_ledger_without_causes(data: Path, ledger: Path) -> dict:
+    return run_ledger(data, ledger, classify_causes=False)
+
+
+SIDES = {"ledger": run_ledger, "ledger-without-causes": run_ledger_without_causes}
 
 
 def run_duckdb(data: Path, ledger: Path) -> dict:
@@ -106,14 +141,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="submissions to generate")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/replay-ledger-bench"), help="folder for the data and ledgers")
-    parser.add_argument("--side", choices=("ledger", "duckdb"), help=argparse.SUPPRESS)
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs of each ingest (with and without cause classification), alternating; medians are compared")
+    parser.add_argument("--side", choices=("ledger", "ledger-without-causes", "duckdb"), help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--ledger", type=Path, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
 
     if arguments.side:
-        result = (run_ledger if arguments.side == "ledger" else run_duckdb)(arguments.data, arguments.ledger)
-        result["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        result = SIDES.get(arguments.side, run_duckdb)(arguments.data, arguments.ledger)
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        result["max_rss_mb"] = usage.ru_maxrss / 1024
+        result["cpu_seconds"] = usage.ru_utime + usage.ru_stime
         print(json.dumps(result))
         return
 
@@ -124,13 +163,38 @@ def main() -> None:
         generate(data, arguments.rows)
     size_mb = data.stat().st_size / 1e6
     baseline = measure("duckdb", data, arguments.workdir / "baseline.duckdb")
-    ours = measure("ledger", data, arguments.workdir / "ledger.duckdb")
-    for name, figures in (("duckdb read_ndjson", baseline), ("replay-ledger ingest", ours)):
+    with_causes, without_causes = [], []
+    for _ in range(max(1, arguments.repeats)):
+        with_causes.append(measure("ledger", data, arguments.workdir / "ledger.duckdb"))
+        without_causes.append(measure("ledger-without-causes", data, arguments.workdir / "ledger-plain.duckdb"))
+    ours = _median_run(with_causes)
+    plain = _median_run(without_causes)
+    for name, figures in (("duckdb read_ndjson", baseline), ("replay-ledger ingest", ours),
+                          ("  without causes", plain)):
         rate = figures["ingested"] / figures["seconds"]
         print(f"{name:22} {figures['ingested']:>10,} rows  {figures['seconds']:7.2f} s  "
               f"{rate:>10,.0f} rows/s  peak {figures['max_rss_mb']:7.0f} MB")
     ratio = (ours["ingested"] / ours["seconds"]) / (baseline["ingested"] / baseline["seconds"])
     print(f"file {size_mb:,.0f} MB; replay-ledger rate / DuckDB rate = {ratio:.2f} (target >= 0.33)")
+    overhead = ours["seconds"] / plain["seconds"] - 1
+    cpu_with = statistics.median(run["cpu_seconds"] for run in with_causes)
+    cpu_without = statistics.median(run["cpu_seconds"] for run in without_causes)
+    runs = ", ".join(f"{run['seconds']:.2f}" for run in with_causes)
+    plain_runs = ", ".join(f"{run['seconds']:.2f}" for run in without_causes)
+    print(f"{ours['divergences']:,} divergences gave {ours['cause_rows']:,} cause rows; classifying them added "
+          f"{overhead:+.0%} to ingest time (target <= +25%; runs with {runs} s, without {plain_runs} s)")
+    print(f"CPU time of the whole process, median: {cpu_with:.2f} s with causes, {cpu_without:.2f} s without "
+          f"({cpu_with / cpu_without - 1:+.0%}); CPU time depends less on other processes' load than wall time")
+    shares = sorted(run["classify_seconds"] / (run["seconds"] - run["classify_seconds"]) for run in with_causes)
+    step = ", ".join(f"{run['classify_seconds']:.2f} s of {run['seconds']:.2f} s" for run in with_causes)
+    print(f"the classification step within each ingest with causes: {step}; median "
+          f"{shares[(len(shares) - 1) // 2]:+.0%} over the rest of that ingest")
+
+
+def _median_run(runs: list[dict]) -> dict:
+    """Return the run with the median time (the lower middle one for an even count)."""
+    ordered = sorted(runs, key=lambda run: run["seconds"])
+    return ordered[(len(ordered) - 1) // 2]
 
 
 if __name__ == "__main__":

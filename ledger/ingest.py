@@ -371,9 +371,9 @@ def ingest_paths(
     Raises readers.SourceError when a path does not exist or cannot be opened;
     nothing is written then. When the ledger stays busy past `budget`, the batch
     is queued durably in the ledger's inbox and `IngestReport.queued_in_inbox` names it.
-    Divergence causes are classified and stored with the divergences; with
-    `classify_causes` False this ingest's divergences get no cause rows, which
-    only a benchmark of the classification's cost should want.
+    Divergence causes are classified and stored with the divergences. With
+    `classify_causes` False this ingest's divergences get no cause rows, so
+    only a benchmark of the classification's cost should pass it.
     """
     sources, skipped = find_sources(list(paths))
     return ingest_sources(

@@ -24,7 +24,7 @@ import re
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -34,6 +34,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from ledger import causes
 from ledger.models import ZONELESS_FLAG
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,21 @@ STAGE_SUBMISSION_COLUMNS = (
     ("extra", "JSON"),
 )
 STAGE_DIVERGENCE_COLUMNS = (("seq", "BIGINT NOT NULL"),) + DIVERGENCE_COLUMNS[1:]
+# One row per differing leaf of a divergence, as `ledger.causes.cause_rows` computes it.
+# `ordinal` orders the differences of one divergence and `path` is "" for the whole value.
+# `expected` and `actual` are the values at the path as JSON text cut to
+# `causes.VALUE_CHARS` characters, null on the side where the key is missing.
+CAUSE_COLUMNS = (
+    ("submission_id", "VARCHAR NOT NULL"),
+    ("position", "INTEGER NOT NULL"),
+    ("ordinal", "INTEGER NOT NULL"),
+    ("path", "VARCHAR NOT NULL"),
+    ("cause", "VARCHAR NOT NULL"),
+    ("expected", "VARCHAR"),
+    ("actual", "VARCHAR"),
+)
+STAGE_CAUSE_COLUMNS = (("seq", "BIGINT NOT NULL"),) + CAUSE_COLUMNS[1:]
+CLASSIFY_BATCH_ROWS = 20_000
 REJECTED_COLUMNS = (
     ("location", "VARCHAR NOT NULL"),
     ("field", "VARCHAR"),
@@ -103,8 +119,7 @@ def _columns(columns: tuple[tuple[str, str], ...]) -> str:
     return ",\n    ".join(f"{name} {kind}" for name, kind in columns)
 
 
-# What the SDK's action batches (POST /api/v1/ingest) store: one row per recorded
-# action. `received_at` increases strictly within a receiver process, so ordering by
+# Rows of the SDK's action batches (POST /api/v1/ingest): one per recorded action. `received_at` increases strictly within a receiver process, so ordering by
 # (received_at, position) gives the order in which the SDK recorded a run's actions.
 RECORDED_ACTION_COLUMNS = (
     ("run_id", "VARCHAR NOT NULL"),
@@ -134,9 +149,57 @@ IDEMPOTENCY_COLUMNS = (
     ("created_at", "TIMESTAMPTZ NOT NULL"),
 )
 
+def _insert_arrow(connection: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> None:
+    """Append an Arrow table whose columns match `table`'s, in order, on this connection and in its transaction."""
+    if rows.num_rows == 0:
+        return
+    connection.register("arrow_rows", rows)
+    try:
+        connection.execute(f"INSERT INTO {table} SELECT * FROM arrow_rows").fetchall()
+    finally:
+        connection.unregister("arrow_rows")
+
+
+def classify_divergences(connection: duckdb.DuckDBPyConnection, source: str, target: str, key: str) -> int:
+    """Classify the divergences of table `source` in batches and append their cause rows to `target`; return how many.
+
+    `source` has the column `key` (``seq`` or ``submission_id``), ``position``,
+    ``type``, ``expected`` and ``actual``. Batches are ranges of DuckDB's
+    ``rowid`` of `CLASSIFY_BATCH_ROWS` rows, read into Arrow and classified in
+    Python by `causes.cause_rows`. Everything runs on `connection`, so inside a
+    transaction the rows land in that transaction.
+    """
+    # fetchall, not fetchone: DuckDB refuses connection.sql() while a result is still open.
+    # Rows a transaction has not committed yet get rowids from 2**62 up, so the range starts at min(rowid).
+    first, last = connection.execute(f"SELECT min(rowid), max(rowid) FROM {source}").fetchall()[0]
+    if last is None:
+        return 0
+    stored = 0
+    for low in range(first, last + 1, CLASSIFY_BATCH_ROWS):
+        batch = connection.sql(
+            f"SELECT {key}, position, type, expected::VARCHAR AS expected, actual::VARCHAR AS actual "
+            f"FROM {source} WHERE rowid >= ? AND rowid < ?",
+            params=[low, low + CLASSIFY_BATCH_ROWS],
+        ).to_arrow_table()
+        rows = causes.cause_rows(batch, key)
+        _insert_arrow(connection, target, rows)
+        stored += rows.num_rows
+    return stored
+
+
+def _backfill_causes(connection: duckdb.DuckDBPyConnection) -> None:
+    """Migration step: classify every divergence already in the ledger."""
+    stored = classify_divergences(connection, "divergences", "divergence_causes", "submission_id")
+    log.info("classified the stored divergences into %d cause rows", stored)
+
+
+# A migration step is SQL text, or a Python callable that gets the connection and runs
+# inside the migration's transaction.
+MigrationStep = str | Callable[[duckdb.DuckDBPyConnection], None]
+
 # Ordered, recorded schema changes. A ledger created by an older release opens in a
 # newer one by applying the versions it lacks, each in its own transaction.
-MIGRATIONS: list[tuple[int, str, list[str]]] = [
+MIGRATIONS: list[tuple[int, str, list[MigrationStep]]] = [
     (
         1,
         "submissions, divergences, deploys, ingest log, rejected records",
@@ -193,6 +256,14 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             )""",
         ],
     ),
+    (
+        3,
+        "divergence causes: one row per differing leaf, backfilled for stored divergences",
+        [
+            f"CREATE TABLE divergence_causes (\n    {_columns(CAUSE_COLUMNS)}\n)",
+            _backfill_causes,
+        ],
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -207,6 +278,10 @@ class LedgerMissing(Exception):
 
 class LedgerTooNew(Exception):
     """The ledger was written by a newer release whose schema this one does not know."""
+
+
+class LedgerUnreadable(OSError):
+    """The ledger path exists but cannot be opened as a DuckDB file (another kind of file, a folder, no access)."""
 
 
 def ledger_path(explicit: str | os.PathLike | None = None) -> Path:
@@ -238,6 +313,10 @@ def _connect(path: Path, *, read_only: bool, budget: float, memory_limit: str) -
             return connection
         except (duckdb.IOException, duckdb.ConnectionException, duckdb.ResourceInUseException) as error:
             if not _is_busy(error):
+                if isinstance(error, duckdb.IOException):
+                    raise LedgerUnreadable(
+                        f"{path}: cannot be opened as a ledger ({error}); give another file with --db"
+                    ) from error
                 raise
             if time.monotonic() + delay > deadline:
                 raise LedgerBusy(
@@ -275,6 +354,62 @@ def writing(path: Path, *, budget: float = WRITE_BUDGET_SECONDS) -> Iterator[duc
         connection.close()
 
 
+SANDBOX_MEMORY_LIMIT = "256MB"
+SANDBOX_ALIAS = "ledger"
+
+
+@contextmanager
+def sandbox(path: Path, *, budget: float = READ_BUDGET_SECONDS,
+            memory_limit: str = SANDBOX_MEMORY_LIMIT) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open the ledger read-only for SQL typed by a user, in a DuckDB instance of its own, and close it afterwards.
+
+    The ledger is attached READ_ONLY to a private in-memory database. Before
+    the connection is returned, external access is disabled, so no file other
+    than the ledger, no network and no extension install or load. Extension
+    autoloading is off, and spilling to disk is off, so a query past
+    `memory_limit` fails. Last, the configuration is locked, so no SET or
+    PRAGMA can loosen any of it. The private instance also keeps these
+    settings away from the app's other connections, because DuckDB refuses to
+    open one file in one process with two configurations.
+
+    Raises LedgerMissing when the file does not exist, LedgerBusy when a
+    writer keeps it locked past `budget` seconds.
+    """
+    if not path.exists():
+        raise LedgerMissing(f"{path}: no ledger here yet; run `replay-ledger ingest` or `replay-ledger demo` first")
+    connection = duckdb.connect(":memory:", config={
+        "memory_limit": memory_limit,
+        "temp_directory": "",
+        "autoinstall_known_extensions": False,
+        "autoload_known_extensions": False,
+        "allow_community_extensions": False,
+    })
+    try:
+        deadline = time.monotonic() + budget
+        delay = 0.005
+        while True:
+            try:
+                connection.execute(f"ATTACH '{_quote(path)}' AS {SANDBOX_ALIAS} (READ_ONLY)")
+                break
+            except (duckdb.IOException, duckdb.ConnectionException, duckdb.ResourceInUseException) as error:
+                if not _is_busy(error):
+                    raise
+                if time.monotonic() + delay > deadline:
+                    raise LedgerBusy(
+                        f"{path}: the ledger stayed locked by another process for {budget:.1f} s; try again shortly"
+                    ) from None
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 0.25)
+        connection.execute(f"USE {SANDBOX_ALIAS}")
+        connection.execute("SET TimeZone = 'UTC'")
+        connection.execute("SET enable_external_access = false")
+        connection.execute("SET allow_extension_repositories = 'forbidden'")
+        connection.execute("SET lock_configuration = true")
+        yield connection
+    finally:
+        connection.close()
+
+
 def schema_version(connection: duckdb.DuckDBPyConnection) -> int:
     exists = connection.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_migrations'"
@@ -302,7 +437,10 @@ def migrate(connection: duckdb.DuckDBPyConnection) -> int:
         connection.execute("BEGIN TRANSACTION")
         try:
             for statement in statements:
-                connection.execute(statement)
+                if callable(statement):
+                    statement(connection)
+                else:
+                    connection.execute(statement)
             connection.execute(
                 "INSERT INTO schema_migrations VALUES (?, now(), ?)", [version, description]
             )
@@ -340,16 +478,46 @@ class MergeCounts:
     inbox_batches: int = 0
 
 
+STAGE_PREFIX = "replay-ledger-stage-"
+
+
+def _remove_abandoned_stages(folder: Path) -> None:
+    """Remove stage folders left by processes that died (killed mid-ingest); their names carry the pid."""
+    for stage in folder.glob(f"{STAGE_PREFIX}*"):
+        pid_text = stage.name[len(STAGE_PREFIX):].split("-", 1)[0]
+        if not pid_text.isdigit() or _process_alive(int(pid_text)):
+            continue
+        try:
+            for child in stage.iterdir():
+                child.unlink(missing_ok=True)
+            stage.rmdir()
+        except OSError:
+            continue
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class Stage:
     """A temporary DuckDB file that collects one ingest's validated records before the merge."""
 
     def __init__(self, directory: Path | None = None):
-        self.path = Path(tempfile.mkdtemp(prefix="replay-ledger-stage-", dir=directory)) / "stage.duckdb"
+        _remove_abandoned_stages(Path(directory or tempfile.gettempdir()))
+        folder = tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{os.getpid()}-", dir=directory)
+        self.path = Path(folder) / "stage.duckdb"
         self.connection = duckdb.connect(str(self.path), config={"memory_limit": STAGE_MEMORY_LIMIT})
         # Zone-less timestamps are cast in the session's zone, and the documented rule is UTC.
         self.connection.execute("SET TimeZone = 'UTC'")
         self.connection.execute(f"CREATE TABLE submissions ({_columns(STAGE_SUBMISSION_COLUMNS)})")
         self.connection.execute(f"CREATE TABLE divergences ({_columns(STAGE_DIVERGENCE_COLUMNS)})")
+        self.connection.execute(f"CREATE TABLE divergence_causes ({_columns(STAGE_CAUSE_COLUMNS)})")
         self.connection.execute(f"CREATE TABLE rejected (file_index INTEGER NOT NULL, {_columns(REJECTED_COLUMNS)})")
         self.connection.execute(
             "CREATE TABLE batch (origin VARCHAR, sources VARCHAR[], started_at TIMESTAMPTZ, report JSON)"
@@ -420,6 +588,14 @@ class Stage:
         for table in ("line_fields", "line_divergences", "line_accepted"):
             self.connection.execute(f"DROP TABLE IF EXISTS {table}")
         return staged, deferred, zoneless
+
+    def classify_divergences(self) -> int:
+        """Classify every staged divergence into the stage's cause rows, keyed by (seq, position); return how many.
+
+        Call it once, after the last record is staged: the merge copies the
+        cause rows of the submissions it keeps.
+        """
+        return classify_divergences(self.connection, "divergences", "divergence_causes", "seq")
 
     def drop_file(self, file_index: int) -> None:
         """Keep a file's records out of the merge (strict mode); its rejections stay."""
@@ -694,11 +870,11 @@ def _merge_one(connection: duckdb.DuckDBPyConnection, stage_file: Path, ingest_i
             "JOIN (SELECT seq, submission_id FROM incoming_flagged WHERE NOT duplicate) AS kept USING (seq) "
             "ORDER BY kept.seq, d.position"
         )
+        _merge_causes(connection, alias)
         rejected_names = ", ".join(name for name, _ in REJECTED_COLUMNS)
         connection.execute(
             f"INSERT INTO rejected SELECT ?, {rejected_names} FROM {alias}.rejected", [ingest_id]
         )
-        _merge_receiver_extras(connection, alias)
         rows = connection.execute(
             "SELECT file_index, count(*) FILTER (WHERE NOT duplicate), count(*) FILTER (WHERE duplicate) "
             "FROM incoming_flagged GROUP BY file_index"
@@ -722,6 +898,33 @@ def _merge_one(connection: duckdb.DuckDBPyConnection, stage_file: Path, ingest_i
         connection.execute("DROP TABLE IF EXISTS incoming")
         connection.execute("DROP TABLE IF EXISTS incoming_flagged")
         connection.execute(f"DETACH {alias}")
+
+
+def _merge_causes(connection: duckdb.DuckDBPyConnection, alias: str) -> None:
+    """Copy the staged cause rows of the kept submissions, mapping seq to submission id.
+
+    An inbox batch written before stages held causes has no such table; its
+    kept divergences are classified here instead, inside the merge's transaction.
+    """
+    kept = "(SELECT seq, submission_id FROM incoming_flagged WHERE NOT duplicate) AS kept"
+    present = connection.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND table_name = 'divergence_causes'", [alias]
+    ).fetchall()[0][0]
+    if present:
+        names = ", ".join(f"c.{name}" for name, _ in CAUSE_COLUMNS[1:])
+        connection.execute(
+            f"INSERT INTO divergence_causes SELECT kept.submission_id, {names} FROM {alias}.divergence_causes AS c "
+            f"JOIN {kept} USING (seq) ORDER BY kept.seq, c.position, c.ordinal"
+        )
+        return
+    connection.execute(
+        f"CREATE OR REPLACE TEMP TABLE kept_divergences AS SELECT kept.submission_id, d.position, d.type, "
+        f"d.expected, d.actual FROM {alias}.divergences AS d JOIN {kept} USING (seq) ORDER BY kept.seq, d.position"
+    )
+    try:
+        classify_divergences(connection, "kept_divergences", "divergence_causes", "submission_id")
+    finally:
+        connection.execute("DROP TABLE IF EXISTS kept_divergences")
 
 
 def _quote(path: Path) -> str:
@@ -811,6 +1014,18 @@ def create_empty(ledger: Path) -> None:
         pass
 
 
+def upgrade(ledger: Path, *, budget: float = WRITE_BUDGET_SECONDS) -> int:
+    """Apply the migrations an existing ledger lacks and return its schema version.
+
+    Raises LedgerMissing when there is no ledger at `ledger`, LedgerBusy when
+    another writer keeps it locked past `budget` seconds.
+    """
+    if not ledger.exists():
+        raise LedgerMissing(f"{ledger}: no ledger here yet; run `replay-ledger ingest` or `replay-ledger demo` first")
+    with writing(ledger, budget=budget) as connection:
+        return schema_version(connection)
+
+
 # ---------------------------------------------------------------------------
 # Receiver: API keys, the batching writer's unit of work, recorded actions, pull positions
 
@@ -830,11 +1045,11 @@ def read_api_keys(connection: duckdb.DuckDBPyConnection) -> list[tuple]:
     ).fetchall()
 
 
-def api_keys(ledger: Path) -> list[tuple]:
+def api_keys(ledger: Path, *, budget: float = READ_BUDGET_SECONDS) -> list[tuple]:
     """Return every stored key as `read_api_keys` does; none for a missing or older ledger."""
     if not ledger.exists():
         return []
-    with reading(ledger) as connection:
+    with reading(ledger, budget=budget) as connection:
         if schema_version(connection) < 2:
             return []
         return read_api_keys(connection)
@@ -849,7 +1064,9 @@ def revoke_api_key(ledger: Path, key_id: str) -> bool:
     return bool(revoked)
 
 
-RECEIVER_STAGE_TABLES = ("submissions", "divergences", "dropped_files", "recorded_actions", "idempotency_keys")
+RECEIVER_STAGE_TABLES = (
+    "submissions", "divergences", "divergence_causes", "dropped_files", "recorded_actions", "idempotency_keys",
+)
 RECEIVER_ATTACH_MAX_DELAY = 0.05
 
 
@@ -861,9 +1078,11 @@ def receiver_connection() -> duckdb.DuckDBPyConnection:
     connection only for each unit of work (`attached`), which costs about a tenth
     of opening it anew.
     """
-    connection = duckdb.connect(":memory:", config={"memory_limit": STAGE_MEMORY_LIMIT, "TimeZone": "UTC"})
+    connection = duckdb.connect(":memory:", config={"memory_limit": STAGE_MEMORY_LIMIT})
+    connection.execute("SET TimeZone = 'UTC'")
     connection.execute(f"CREATE TABLE submissions ({_columns(STAGE_SUBMISSION_COLUMNS)})")
     connection.execute(f"CREATE TABLE divergences ({_columns(STAGE_DIVERGENCE_COLUMNS)})")
+    connection.execute(f"CREATE TABLE divergence_causes ({_columns(STAGE_CAUSE_COLUMNS)})")
     connection.execute("CREATE TABLE dropped_files (file_index INTEGER NOT NULL)")
     connection.execute(f"CREATE TABLE recorded_actions ({_columns(RECORDED_ACTION_COLUMNS)})")
     connection.execute(f"CREATE TABLE idempotency_keys ({_columns(IDEMPOTENCY_COLUMNS)})")
@@ -874,6 +1093,7 @@ def stage_receiver_rows(connection: duckdb.DuckDBPyConnection, table: str, rows:
     """Append an Arrow table, whose columns match the stage table's in order, to a receiver stage table.
 
     For ``submissions`` the money column is ``cost_micros`` (int64), as for `Stage.append_submissions`.
+    Staged ``divergences`` are classified at once, and their cause rows go into ``divergence_causes``.
     """
     if table not in RECEIVER_STAGE_TABLES:
         raise ValueError(f"unknown receiver stage table {table!r}")
@@ -883,16 +1103,20 @@ def stage_receiver_rows(connection: duckdb.DuckDBPyConnection, table: str, rows:
             "CAST(cost_micros AS DECIMAL(18, 0)) * CAST(0.000001 AS DECIMAL(7, 6))" if name == "cost_savings" else name
             for name, _ in STAGE_SUBMISSION_COLUMNS
         )
-    connection.register("receiver_rows", rows)
-    try:
-        connection.execute(f"INSERT INTO memory.main.{table} SELECT {select} FROM receiver_rows")
-    finally:
-        connection.unregister("receiver_rows")
+    # A cursor of its own: DuckDB refuses register() on a connection with an unfinished result.
+    with connection.cursor() as cursor:
+        cursor.register("receiver_rows", rows)
+        cursor.execute(f"INSERT INTO memory.main.{table} SELECT {select} FROM receiver_rows").fetchall()
+        cursor.unregister("receiver_rows")
+        if table == "divergences":
+            cursor.register("receiver_causes", causes.cause_rows(rows, "seq"))
+            cursor.execute("INSERT INTO memory.main.divergence_causes SELECT * FROM receiver_causes").fetchall()
+            cursor.unregister("receiver_causes")
 
 
 def clear_receiver_stage(connection: duckdb.DuckDBPyConnection) -> None:
     for table in RECEIVER_STAGE_TABLES:
-        connection.execute(f"DELETE FROM memory.main.{table}")
+        connection.execute(f"DELETE FROM memory.main.{table}").fetchall()
 
 
 @contextmanager
@@ -941,6 +1165,26 @@ def find_idempotency_keys(connection: duckdb.DuckDBPyConnection, submission_ids:
     return {submission_id: (request_hash, response) for submission_id, request_hash, response in rows}
 
 
+def idempotency_keys_of(ledger: Path, submission_ids: list[str], *, budget: float = READ_BUDGET_SECONDS) -> dict[str, tuple[str, str]]:
+    """Return `find_idempotency_keys` of a ledger opened read-only for it; none for a missing or older ledger."""
+    if not ledger.exists():
+        return {}
+    with reading(ledger, budget=budget) as connection:
+        if schema_version(connection) < 2:
+            return {}
+        return find_idempotency_keys(connection, submission_ids)
+
+
+def existing_submission_ids(connection: duckdb.DuckDBPyConnection, submission_ids: list[str]) -> set[str]:
+    """Return which of the ids the ledger already stores (a scan; meant for the few ids of a recovered journal)."""
+    if not submission_ids:
+        return set()
+    rows = connection.execute(
+        "SELECT submission_id FROM submissions WHERE submission_id IN (SELECT unnest(?))", [submission_ids]
+    ).fetchall()
+    return {row[0] for row in rows}
+
+
 def recorded_entry_ids(connection: duckdb.DuckDBPyConnection, run_id: str) -> set[str]:
     """Return the SDK entry ids already stored for a run's recorded actions."""
     rows = connection.execute(
@@ -951,7 +1195,7 @@ def recorded_entry_ids(connection: duckdb.DuckDBPyConnection, run_id: str) -> se
 
 @dataclass
 class ReceiverCommit:
-    """What one receiver commit stored, and the ingest log row it counted into."""
+    """The counts of one receiver commit, and the ingest log row they were added to."""
 
     ingest_id: int
     submissions: int
@@ -959,14 +1203,15 @@ class ReceiverCommit:
 
 
 def commit_receiver_stage(
-    connection: duckdb.DuckDBPyConnection, ingest_id: int | None, *, duplicates: int = 0
+    connection: duckdb.DuckDBPyConnection, ingest_id: int | None, *, duplicates: int = 0, keys: int = 0
 ) -> ReceiverCommit:
     """Move the staged posts and recorded actions into the attached ledger in one transaction.
 
     Staged rows must already be free of duplicates (the writer checks
     Idempotency-Keys and entry ids first), so no scan of the whole ledger runs
     here. With `ingest_id` None a new ingest log row is started; otherwise that
-    row's counts grow. `duplicates` counts posts answered from an earlier one.
+    row's counts grow. `duplicates` counts posts left out as already stored;
+    `keys` counts the staged Idempotency-Keys.
     """
     connection.execute("BEGIN TRANSACTION")
     try:
@@ -980,22 +1225,12 @@ def commit_receiver_stage(
                 "'{\"recorded_actions\": 0}')",
                 [ingest_id],
             )
-        names = ", ".join(name for name, _ in SUBMISSION_COLUMNS)
-        connection.execute(
-            f"INSERT INTO submissions ({names}, ingest_id, ingested_at) SELECT {names}, ?, now() FROM incoming ORDER BY seq",
-            [ingest_id],
-        )
-        # json() rewrites JSON text in one canonical form, so a value stores the same text
-        # whichever path validated it.
-        divergence_names = ", ".join(
-            f"json(d.{name})" if kind.startswith("JSON") else f"d.{name}" for name, kind in DIVERGENCE_COLUMNS[1:]
-        )
-        connection.execute(
-            f"INSERT INTO divergences SELECT i.submission_id, {divergence_names} FROM memory.main.divergences AS d "
-            "JOIN incoming AS i USING (seq) ORDER BY i.seq, d.position"
-        )
-        connection.execute("INSERT INTO recorded_actions SELECT * FROM memory.main.recorded_actions")
-        connection.execute("INSERT INTO idempotency_keys SELECT * FROM memory.main.idempotency_keys")
+        if posts:
+            _insert_incoming(connection, ingest_id)
+        if actions:
+            connection.execute("INSERT INTO recorded_actions SELECT * FROM memory.main.recorded_actions")
+        if keys:
+            connection.execute("INSERT INTO idempotency_keys SELECT * FROM memory.main.idempotency_keys")
         connection.execute(
             "UPDATE ingest_log SET finished_at = now(), records_read = records_read + ?, ingested = ingested + ?, "
             "duplicates = duplicates + ?, report = json_object('recorded_actions', "
@@ -1009,6 +1244,29 @@ def commit_receiver_stage(
     finally:
         connection.execute("DROP TABLE IF EXISTS incoming")
     return ReceiverCommit(ingest_id, posts, actions)
+
+
+def _insert_incoming(connection: duckdb.DuckDBPyConnection, ingest_id: int) -> None:
+    """Insert the submissions of the `incoming` table, with their divergences and causes, under `ingest_id`."""
+    names = ", ".join(name for name, _ in SUBMISSION_COLUMNS)
+    connection.execute(
+        f"INSERT INTO submissions ({names}, ingest_id, ingested_at) SELECT {names}, ?, now() FROM incoming ORDER BY seq",
+        [ingest_id],
+    )
+    # json() rewrites JSON text in one canonical form, so a value stores the same text
+    # whichever path validated it.
+    divergence_names = ", ".join(
+        f"json(d.{name})" if kind.startswith("JSON") else f"d.{name}" for name, kind in DIVERGENCE_COLUMNS[1:]
+    )
+    connection.execute(
+        f"INSERT INTO divergences SELECT i.submission_id, {divergence_names} FROM memory.main.divergences AS d "
+        "JOIN incoming AS i USING (seq) ORDER BY i.seq, d.position"
+    )
+    cause_names = ", ".join(f"c.{name}" for name, _ in CAUSE_COLUMNS[1:])
+    connection.execute(
+        f"INSERT INTO divergence_causes SELECT i.submission_id, {cause_names} FROM memory.main.divergence_causes "
+        "AS c JOIN incoming AS i USING (seq) ORDER BY i.seq, c.position, c.ordinal"
+    )
 
 
 def merge_inbox_attached(connection: duckdb.DuckDBPyConnection, ledger: Path) -> int:
@@ -1028,44 +1286,6 @@ def merge_inbox_attached(connection: duckdb.DuckDBPyConnection, ledger: Path) ->
         batch_file.unlink(missing_ok=True)
     log.info("merged %d inbox batches into %s", len(queued), ledger)
     return len(queued)
-
-
-def receiver_stage_to_inbox(connection: duckdb.DuckDBPyConnection, ledger: Path, started_at: datetime) -> Path:
-    """Copy the receiver's staged rows into a sealed `Stage` and move it into the ledger's inbox, durably.
-
-    Any writer merges it later with `merge_stages`, including the recorded
-    actions and Idempotency-Keys (see `_merge_receiver_extras`).
-    """
-    stage = Stage()
-    try:
-        for table in ("submissions", "divergences"):
-            stage.append(table, connection.sql(f"SELECT * FROM memory.main.{table}").to_arrow_table())
-        for table, columns in (("recorded_actions", RECORDED_ACTION_COLUMNS), ("idempotency_keys", IDEMPOTENCY_COLUMNS)):
-            stage.connection.execute(f"CREATE TABLE {table} ({_columns(columns)})")
-            stage.append(table, connection.sql(f"SELECT * FROM memory.main.{table}").to_arrow_table())
-        stage.describe("receiver", ["receiver"], started_at, '{"queued_by": "receiver"}')
-        sealed = stage.seal()
-    except BaseException:
-        stage.discard()
-        raise
-    return move_to_inbox(sealed, ledger)
-
-
-def _merge_receiver_extras(connection: duckdb.DuckDBPyConnection, alias: str) -> None:
-    """Merge the recorded actions and Idempotency-Keys of a receiver's inbox batch (other stages have none)."""
-    present = {row[0] for row in connection.execute(
-        "SELECT table_name FROM duckdb_tables() WHERE database_name = ?", [alias]
-    ).fetchall()}
-    if "recorded_actions" in present:
-        connection.execute(
-            f"INSERT INTO recorded_actions SELECT * FROM {alias}.recorded_actions AS a WHERE a.entry_id IS NULL "
-            "OR NOT EXISTS (SELECT 1 FROM recorded_actions AS l WHERE l.run_id = a.run_id AND l.entry_id = a.entry_id)"
-        )
-    if "idempotency_keys" in present:
-        connection.execute(
-            f"INSERT INTO idempotency_keys SELECT * FROM {alias}.idempotency_keys "
-            "WHERE submission_id NOT IN (SELECT submission_id FROM idempotency_keys)"
-        )
 
 
 def load_pull_position(ledger: Path, source: str) -> str | None:

@@ -76,6 +76,9 @@ CAUSE_CASES = [
     pytest.param(None, 0, [("", "type_change")], id="null-vs-zero"),
     pytest.param({"a": []}, {"a": {}}, [("a", "type_change")], id="list-vs-dict"),
     pytest.param("1764877287", 1764877287, [("", "type_change")], id="epoch-string-vs-int"),
+    pytest.param({"a": [True, 1]}, {"a": [1, 1]}, [("a[0]", "type_change")], id="true-vs-one-in-list"),
+    pytest.param({"k": True, "n": 2}, {"k": 1, "n": 2.0}, [("k", "type_change")], id="true-vs-one-in-object"),
+    pytest.param({"k": 1, "l": [2]}, {"k": 1.0, "l": [2.0]}, [], id="int-equals-float-nested"),
     # Missing and extra keys, including null against an absent key.
     pytest.param({"a": None}, {}, [("a", "missing_key")], id="null-vs-missing"),
     pytest.param({}, {"a": None}, [("a", "extra_key")], id="missing-vs-null"),
@@ -128,6 +131,28 @@ CAUSE_CASES = [
     ),
     pytest.param("2026-12-04", "2026-12-04T00:00:00", [("", "formatting")], id="iso-date-vs-midnight"),
     pytest.param("2026-13-04", "2026-12-04", [("", "other_value")], id="iso-invalid-month"),
+    pytest.param(1764877287, 1764877287000, [("", "formatting")], id="epoch-seconds-vs-same-milliseconds"),
+    pytest.param(1764877287, 1764877290000, [("", "timestamp")], id="epoch-seconds-vs-other-milliseconds"),
+    pytest.param(
+        "Today is 2026-12-04. Be brief.", "Today is 2026-12-05. Be brief.", [("", "timestamp")],
+        id="embedded-date",
+    ),
+    pytest.param(
+        "as of 2026-12-04T19:34:47Z (UTC)", "as of 2026-12-04T20:34:47+01:00 (UTC)", [("", "formatting")],
+        id="embedded-same-instant",
+    ),
+    pytest.param(
+        "/v1/items/3f1c2a4e-8b7d-4c6e-9a21-5d0f7e6b4c3a/parts",
+        "/v1/items/9b2e7d1f-0c4a-4f8b-b6d3-2e1a9c8f7b60/parts",
+        [("", "uuid")],
+        id="embedded-uuid",
+    ),
+    pytest.param(
+        "Today is 2026-12-04. Be brief.", "Today is 2026-12-05. Be short.", [("", "other_value")],
+        id="embedded-date-and-words",
+    ),
+    pytest.param("build 2026-13-45 ok", "build 2026-12-04 ok", [("", "other_value")], id="embedded-invalid-date"),
+    pytest.param("v2026-12-04x", "v2026-12-05x", [("", "other_value")], id="date-inside-word"),
     # UUIDs.
     pytest.param(
         "3f1c2a4e-8b7d-4c6e-9a21-5d0f7e6b4c3a",
@@ -153,14 +178,18 @@ CAUSE_CASES = [
         Decimal("0.30000000000000000001"), Decimal("0.3"), [("", "float_noise")], id="decimal-noise"
     ),
     pytest.param(0.08145626752228585, 0.09710858188540006, [("", "random_number")], id="random-unit"),
-    pytest.param(0, 0.5, [("", "random_number")], id="random-int-zero"),
+    pytest.param(0, 0.4817263521947156, [("", "random_number")], id="random-int-zero"),
+    pytest.param(0, 0.5, [("", "other_value")], id="short-float-from-zero"),
+    pytest.param({"temperature": 0.7}, {"temperature": 0.9}, [("temperature", "other_value")], id="hand-set-setting"),
+    pytest.param(0.123456, 0.5, [("", "random_number")], id="random-six-digits"),
+    pytest.param(0.12345, 0.5, [("", "other_value")], id="five-digits-not-random"),
     pytest.param(0.5, 1.5, [("", "other_value")], id="float-outside-unit"),
     pytest.param(False, True, [("", "other_value")], id="bools"),
     # Nesting, paths and several differences in document order.
     pytest.param(items_with_id(3), items_with_id(30), [("args[0].items[3].id", "other_value")], id="nested-path"),
     pytest.param(
-        {"ts": "2026-12-04T19:34:47", "seed": 0.25, "n": 1},
-        {"ts": "2026-12-04T19:34:49", "seed": 0.75, "n": "1"},
+        {"ts": "2026-12-04T19:34:47", "seed": 0.2519473829, "n": 1},
+        {"ts": "2026-12-04T19:34:49", "seed": 0.7538291047, "n": "1"},
         [("ts", "timestamp"), ("seed", "random_number"), ("n", "type_change")],
         id="several-in-order",
     ),
