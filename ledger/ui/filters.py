@@ -16,6 +16,7 @@ URL parameters (all optional; a default is left out of the URL):
 from __future__ import annotations
 
 import re
+import runpy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -102,11 +103,24 @@ def serving(view: View) -> Iterator[None]:
 
 
 def page_view() -> View:
-    """Return this run's view; render the sidebar filters first when app.py has not (a page run on its own)."""
+    """Return this run's view; render the sidebar filters first when app.py has not (a page run on its own).
+
+    A browser that opens a page's URL on a server no session has used yet gets
+    the page script run on its own (Streamlit finds pages/ before app.py has
+    declared its navigation). Then this runs app.py, whose navigation runs the
+    page again inside the frame, and stops the outer run.
+    """
     view = _current_view.get()
+    if view is None and st.context.headers.get("Host"):
+        _run_app()
+        st.stop()
     if view is None:
         view = sidebar_filters(store.ledger_path())
     return view
+
+
+def _run_app() -> None:
+    runpy.run_path(str(Path(__file__).resolve().parents[2] / "app.py"), run_name="__main__")
 
 
 def browser_zone() -> tuple[tzinfo, str | None]:
