@@ -1,0 +1,506 @@
+"""Altair chart builders: plain functions from query results to charts, with no Streamlit in them.
+
+Time axes show the wall clock of the zone the buckets were computed in, not
+the browser's zone. Vega-Lite can format times only in UTC or in the
+browser's zone, so every time is sent as that zone's wall-clock time written
+as if it were UTC (``2026-03-01T00:00:00Z`` for midnight in the zone) and drawn
+on a UTC scale. Points sit at the middle of their bucket and bars span it, so
+a deploy marker at a bucket boundary falls between the two buckets' points.
+NOTE: in the hour that repeats when daylight-saving time ends, two instants
+share one wall-clock time. A marker in that hour can therefore be drawn on the
+wrong side of a point from the same hour, while the tooltips still give the
+exact times.
+
+Every builder raises `TooManyPoints` for data of more than `MAX_CHART_POINTS`
+rows, so a chart never ships a large result to the browser.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import altair as alt
+import pandas as pd
+
+from ledger import formatting
+from ledger.queries.deploys import Marker
+from ledger.queries.roi import RoiPeriods
+from ledger.queries.trends import Trend
+
+MAX_CHART_POINTS = 5000
+MAX_MARKER_GROUPS = 100
+MARKERS_LISTED = 6
+CHART_HEIGHT = 260
+METRICS = ("share", "per_100_actions")
+
+VERDICT_COLORS = {
+    "regression": "#b91c1c",
+    "improvement": "#15803d",
+    "marker": "#6b7280",
+}
+SHIFT_COLOR = "#d97706"
+# Series colors leave out the reds, greens and ambers that mark verdicts and shifts.
+SERIES_COLORS = (
+    "#2563eb", "#9333ea", "#0891b2", "#db2777", "#4f46e5", "#0f766e",
+    "#7c3aed", "#1e3a8a", "#be185d", "#0e7490", "#6d28d9", "#475569",
+)
+BUCKET_TITLES = {"hour": "Hour", "day": "Day", "week": "Week (from Monday)", "month": "Month", "year": "Year"}
+
+
+class TooManyPoints(ValueError):
+    """A chart was given more rows than `MAX_CHART_POINTS`; aggregate in SQL first."""
+
+
+@dataclass(frozen=True)
+class MarkerGroup:
+    """Deploy markers close enough in time to be drawn as one rule, earliest first, with their verdicts."""
+
+    markers: tuple[Marker, ...]
+    verdicts: tuple[str, ...]
+
+    @property
+    def at(self) -> datetime:
+        """Where the rule is drawn: the earliest marker's time."""
+        return self.markers[0].deployed_at
+
+    @property
+    def verdict(self) -> str:
+        """The most serious verdict in the group: ``regression``, then ``improvement``, else ``marker``."""
+        for verdict in ("regression", "improvement"):
+            if verdict in self.verdicts:
+                return verdict
+        return "marker"
+
+
+@dataclass(frozen=True)
+class ShiftMark:
+    """A change point to draw: its time, deployment, rates, p-value and whether a marker explains it."""
+
+    deployment: str
+    at: datetime
+    before_rate: float
+    after_rate: float
+    before_n: int
+    after_n: int
+    p_value: float
+    unexplained: bool
+
+
+def wall_clock(instant: datetime, zone: str) -> str:
+    """Return `instant` as the wall-clock time in `zone`, written as a UTC ISO text for a UTC time scale."""
+    local = instant.astimezone(formatting.parse_zone(zone))
+    return local.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+
+
+def _check_size(frame: pd.DataFrame, what: str) -> None:
+    if len(frame) > MAX_CHART_POINTS:
+        raise TooManyPoints(
+            f"the {what} chart got {len(frame):,} rows, more than {MAX_CHART_POINTS:,}; aggregate in SQL first"
+        )
+
+
+def group_markers(
+    markers: Sequence[Marker],
+    gap: timedelta,
+    verdicts: dict[str, str] | None = None,
+) -> list[MarkerGroup]:
+    """Group markers, oldest first, so that each group spans at most `gap` from its first marker.
+
+    `verdicts` maps a marker's deploy id to its verdict; markers without one
+    count as plain markers.
+    """
+    verdicts = verdicts or {}
+    groups: list[list[Marker]] = []
+    for marker in sorted(markers, key=lambda item: (item.deployed_at, item.deployment, item.version)):
+        if groups and marker.deployed_at - groups[-1][0].deployed_at <= gap:
+            groups[-1].append(marker)
+        else:
+            groups.append([marker])
+    return [
+        MarkerGroup(tuple(group), tuple(verdicts.get(marker.deploy_id, "marker") for marker in group))
+        for group in groups
+    ]
+
+
+def marker_gap(start: datetime | None, end: datetime | None, bucket_width: timedelta) -> timedelta:
+    """Return how close markers must be to share a rule: one bucket, or 1/`MAX_MARKER_GROUPS` of the span if wider."""
+    if start is None or end is None:
+        return bucket_width
+    return max(bucket_width, (end - start) / MAX_MARKER_GROUPS)
+
+
+def _group_rows(groups: Iterable[MarkerGroup], zone: str) -> pd.DataFrame:
+    rows = []
+    zone_info = formatting.parse_zone(zone)
+    for group in groups:
+        listed = group.markers[:MARKERS_LISTED]
+        more = len(group.markers) - len(listed)
+        suffix = f" (and {more} more)" if more else ""
+        count = len(group.markers)
+        rows.append({
+            "x": wall_clock(group.at, zone),
+            "verdict": group.verdict,
+            "Deploys": f"{count} deploy" if count == 1 else f"{count} deploys close together",
+            "Deployment": " | ".join(marker.deployment for marker in listed) + suffix,
+            "Version": " | ".join(marker.version for marker in listed) + suffix,
+            f"Deployed at ({formatting.zone_name(zone_info)})": " | ".join(
+                formatting.timestamp(marker.deployed_at, zone_info) for marker in listed) + suffix,
+            "Note": " | ".join(marker.note or "—" for marker in listed) + suffix,
+            "Verdict": " | ".join(verdict.replace("_", " ") for verdict in group.verdicts[:MARKERS_LISTED]) + suffix,
+        })
+    return pd.DataFrame(rows)
+
+
+def marker_rules(groups: Sequence[MarkerGroup], zone: str) -> list[alt.Chart]:
+    """Return vertical rules for marker groups, colored by their most serious verdict; none for no groups.
+
+    Each rule has a wide transparent twin, so its tooltip shows when the
+    pointer is near the line and not only exactly on it. The two charts share
+    one data set.
+    """
+    if not groups:
+        return []
+    frame = _group_rows(groups, zone)
+    _check_size(frame, "deploy marker")
+    time_title = next(column for column in frame.columns if column.startswith("Deployed at"))
+    tooltip = _tooltips("Deploys", "Deployment", "Version", time_title, "Note", "Verdict")
+    color = alt.Color(
+        field="verdict",
+        type="nominal",
+        scale=alt.Scale(domain=list(VERDICT_COLORS), range=list(VERDICT_COLORS.values())),
+        legend=alt.Legend(title="Deploy marker", orient="bottom"),
+    )
+    visible = alt.Chart(frame).mark_rule(strokeWidth=2, strokeDash=[6, 3]).encode(
+        x=_time("x"), color=color, tooltip=tooltip)
+    hover = alt.Chart(frame).mark_rule(strokeWidth=12, opacity=0.001).encode(x=_time("x"), tooltip=tooltip)
+    return [visible, hover]
+
+
+def shift_rules(shifts: Sequence[ShiftMark], zone: str) -> list[alt.Chart]:
+    """Return dotted amber rules for change points, faded when a marker explains them; none for no shifts."""
+    if not shifts:
+        return []
+    zone_info = formatting.parse_zone(zone)
+    frame = pd.DataFrame([
+        {
+            "x": wall_clock(shift.at, zone),
+            "unexplained": "yes" if shift.unexplained else "no",
+            "Shift": "unexplained shift" if shift.unexplained else "shift explained by a deploy marker",
+            "Deployment": shift.deployment,
+            f"From ({formatting.zone_name(zone_info)})": formatting.timestamp(shift.at, zone_info),
+            "Divergence rate": f"{formatting.percent(shift.before_rate)} → {formatting.percent(shift.after_rate)}",
+            "Submissions": f"{shift.before_n:,} before, {shift.after_n:,} after",
+            "p-value": f"{shift.p_value:.3g}",
+        }
+        for shift in shifts
+    ])
+    _check_size(frame, "shift")
+    titles = [column for column in frame.columns if column not in ("x", "unexplained")]
+    return [alt.Chart(frame).mark_rule(strokeWidth=2, strokeDash=[2, 2]).encode(
+        x=_time("x"),
+        color=alt.value(SHIFT_COLOR),
+        opacity=alt.Opacity(field="unexplained", type="nominal", legend=None,
+                            scale=alt.Scale(domain=["yes", "no"], range=[1.0, 0.5])),
+        tooltip=_tooltips(*titles),
+    )]
+
+
+def period_text(start: datetime, end: datetime, bucket: str, zone: str) -> str:
+    """Return a bucket as text in its zone: ``2026-03-01``, ``2026-03-01 14:00``, ``week of 2026-02-23``."""
+    zone_info = formatting.parse_zone(zone)
+    local = start.astimezone(zone_info)
+    name = formatting.zone_name(zone_info)
+    if bucket == "hour":
+        text = f"{local:%Y-%m-%d %H:%M}–{end.astimezone(zone_info):%H:%M}"
+    elif bucket == "day":
+        text = f"{local:%Y-%m-%d}"
+    elif bucket == "week":
+        text = f"week of {local:%Y-%m-%d}"
+    elif bucket == "month":
+        text = f"{local:%Y-%m}"
+    else:
+        text = f"{local:%Y}"
+    return f"{text} ({name})"
+
+
+def trend_frame(trend: Trend) -> pd.DataFrame:
+    """Return the long-format frame the trend charts draw: one row per bucket and series, with tooltip texts.
+
+    Columns: ``x`` (bucket middle), ``x_start`` and ``x_end`` (wall-clock
+    texts, see the module docstring), ``series``, ``share`` (0-1),
+    ``per_100_actions``, ``divergences``, ``savings`` and ``cumulative``
+    (numbers to draw), the stacked bands of `_stack`, and the text columns
+    used as tooltips.
+    """
+    rows = trend.rows
+    _check_size(rows, "trend")
+    frame = pd.DataFrame({"series": rows["series"].astype(str)})
+    starts = [value.to_pydatetime() for value in rows["bucket_start"]]
+    ends = [value.to_pydatetime() for value in rows["bucket_end"]]
+    frame["x"] = [wall_clock(start + (end - start) / 2, trend.zone) for start, end in zip(starts, ends)]
+    frame["x_start"] = [wall_clock(start, trend.zone) for start in starts]
+    frame["x_end"] = [wall_clock(end, trend.zone) for end in ends]
+    submissions = rows["submissions"].astype(int).tolist()
+    diverged = rows["with_divergence"].astype(int).tolist()
+    divergences = rows["divergences"].astype(int).tolist()
+    replayed = rows["actions_replayed"].astype(int).tolist()
+    savings = list(rows["savings"])
+    cumulative = list(rows["cumulative_savings"])
+    frame["share"] = [k / n if n else None for k, n in zip(diverged, submissions)]
+    frame["per_100_actions"] = [100 * d / a if a else None for d, a in zip(divergences, replayed)]
+    frame["divergences"] = divergences
+    frame["savings"] = [float(value) for value in savings]
+    frame["cumulative"] = [float(value) for value in cumulative]
+    frame["Deployment"] = frame["series"]
+    frame["Bucket"] = [period_text(start, end, trend.bucket, trend.zone) for start, end in zip(starts, ends)]
+    frame["Divergence rate"] = [
+        f"{formatting.percent(k / n if n else None)} ({k:,} of {n:,} submissions)" for k, n in zip(diverged, submissions)
+    ]
+    frame["Per 100 actions"] = [
+        f"{100 * d / a:.2f} ({d:,} divergences in {a:,} replayed actions)" if a else f"— ({d:,} divergences, no actions)"
+        for d, a in zip(divergences, replayed)
+    ]
+    frame["Divergences"] = [f"{d:,}" for d in divergences]
+    frame["Savings"] = [_exact_money(value) for value in savings]
+    frame["Cumulative savings"] = [_exact_money(value) for value in cumulative]
+    _stack(frame, "divergences", trend.series)
+    _stack(frame, "savings", trend.series)
+    return frame
+
+
+def _columns(frame: pd.DataFrame, *names: str) -> pd.DataFrame:
+    """Return only the columns one chart draws or shows, so its spec carries no other data."""
+    return frame[list(names)]
+
+
+def _stack(frame: pd.DataFrame, value: str, order: Sequence[str]) -> None:
+    """Add ``{value}_low`` and ``{value}_high``: each series' band in a bar stacked in `order` per bucket.
+
+    Vega-Lite does not stack bars that span a time range (``x`` and ``x2``),
+    so the bands are computed here and drawn with ``y`` and ``y2``.
+    """
+    rank = {name: index for index, name in enumerate(order)}
+    ordered = frame.assign(_rank=frame["series"].map(rank)).sort_values(["x_start", "_rank"], kind="stable")
+    high = ordered.groupby("x_start", sort=False)[value].cumsum()
+    frame[f"{value}_high"] = high.reindex(frame.index)
+    frame[f"{value}_low"] = frame[f"{value}_high"] - frame[value]
+
+
+def _exact_money(amount: Decimal) -> str:
+    """Return dollars to the cent, with the exact ledger value beside them when it has more decimals."""
+    shown = formatting.money(amount)
+    if amount == amount.quantize(formatting.CENT):
+        return shown
+    return f"{shown} (exactly ${amount.normalize():f})"
+
+
+def _time_axis(trend_bucket: str, zone: str) -> alt.Axis:
+    return alt.Axis(title=f"{BUCKET_TITLES[trend_bucket]} ({zone})", labelOverlap=True)
+
+
+# Channels are built from typed keyword arguments throughout: Altair parses shorthand strings such as
+# "x:T" against its JSON schema, which took about 40 ms per chart layer (bench/trends.py, 2 cores).
+def _time(field: str, axis: alt.Axis | None = None) -> alt.X:
+    return alt.X(field=field, type="temporal", scale=alt.Scale(type="utc"), axis=axis or alt.Undefined)
+
+
+def _tooltips(*fields: str) -> list[alt.Tooltip]:
+    return [alt.Tooltip(field=field, type="nominal") for field in fields]
+
+
+def _quantity(field: str, title: str, number_format: str | None = None, whole: bool = False) -> alt.Y:
+    """Return a quantitative y channel; `whole` keeps ticks on whole numbers, as for counts."""
+    axis = alt.Axis(format=number_format or alt.Undefined, tickMinStep=1 if whole else alt.Undefined)
+    return alt.Y(field=field, type="quantitative", title=title, axis=axis)
+
+
+def _series_color(series: Sequence[str]) -> alt.Color:
+    domain = list(series)
+    palette = [SERIES_COLORS[index % len(SERIES_COLORS)] for index in range(len(domain))]
+    return alt.Color(field="series", type="nominal", scale=alt.Scale(domain=domain, range=palette),
+                     legend=alt.Legend(title="Deployment", orient="bottom"))
+
+
+def _layered(chart: alt.Chart, extra: Iterable[alt.Chart]) -> alt.LayerChart:
+    # One LayerChart built directly: alt.layer() plus resolve_scale() and properties() deep-copy the spec each time.
+    return alt.LayerChart(
+        layer=[chart, *extra],
+        resolve=alt.Resolve(scale=alt.ScaleResolveMap(color="independent")),
+        height=CHART_HEIGHT,
+    )
+
+
+def divergence_rate_chart(
+    trend: Trend,
+    metric: str = "share",
+    marker_groups: Sequence[MarkerGroup] = (),
+    shifts: Sequence[ShiftMark] = (),
+    frame: pd.DataFrame | None = None,
+) -> alt.LayerChart:
+    """Return the divergence rate per bucket, one line per series, with deploy markers and shifts.
+
+    `metric` ``share`` draws the share of submissions with at least one
+    divergence; ``per_100_actions`` draws divergences per 100 replayed
+    actions. Raises ValueError for another metric. `frame` is `trend_frame(trend)`
+    when the caller has it already, as every trend chart builder takes it.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
+    frame = trend_frame(trend) if frame is None else frame
+    if metric == "share":
+        y = _quantity(metric, "Submissions with a divergence", ".0%")
+    else:
+        y = _quantity(metric, "Divergences per 100 replayed actions")
+    lines = alt.Chart(_columns(
+        frame, "x", "series", metric, "Deployment", "Bucket", "Divergence rate", "Per 100 actions",
+    )).mark_line(point=True).encode(
+        x=_time("x", _time_axis(trend.bucket, trend.zone)),
+        y=y,
+        color=_series_color(trend.series),
+        tooltip=_tooltips("Deployment", "Bucket", "Divergence rate", "Per 100 actions"),
+    )
+    return _layered(lines, [*marker_rules(marker_groups, trend.zone), *shift_rules(shifts, trend.zone)])
+
+
+def divergence_count_chart(
+    trend: Trend, marker_groups: Sequence[MarkerGroup] = (), frame: pd.DataFrame | None = None
+) -> alt.LayerChart:
+    """Return divergences per bucket as bars stacked by series, with deploy markers."""
+    frame = trend_frame(trend) if frame is None else frame
+    bars = alt.Chart(_columns(
+        frame, "x_start", "x_end", "series", "divergences", "divergences_low", "divergences_high", "Deployment",
+        "Bucket", "Divergences", "Divergence rate",
+    )).mark_bar().encode(
+        x=_time("x_start", _time_axis(trend.bucket, trend.zone)),
+        x2=alt.X2(field="x_end"),
+        y=_quantity("divergences_high", "Divergences", ",d", whole=True),
+        y2=alt.Y2(field="divergences_low"),
+        color=_series_color(trend.series),
+        tooltip=_tooltips("Deployment", "Bucket", "Divergences", "Divergence rate"),
+    )
+    return _layered(bars, marker_rules(marker_groups, trend.zone))
+
+
+def savings_chart(
+    trend: Trend, marker_groups: Sequence[MarkerGroup] = (), frame: pd.DataFrame | None = None
+) -> alt.LayerChart:
+    """Return savings per bucket as bars stacked by series, with deploy markers."""
+    frame = trend_frame(trend) if frame is None else frame
+    bars = alt.Chart(_columns(
+        frame, "x_start", "x_end", "series", "savings", "savings_low", "savings_high", "Deployment", "Bucket",
+        "Savings",
+    )).mark_bar().encode(
+        x=_time("x_start", _time_axis(trend.bucket, trend.zone)),
+        x2=alt.X2(field="x_end"),
+        y=_quantity("savings_high", "Savings (USD)", "$,.2f"),
+        y2=alt.Y2(field="savings_low"),
+        color=_series_color(trend.series),
+        tooltip=_tooltips("Deployment", "Bucket", "Savings"),
+    )
+    return _layered(bars, marker_rules(marker_groups, trend.zone))
+
+
+def cumulative_savings_chart(
+    trend: Trend, marker_groups: Sequence[MarkerGroup] = (), frame: pd.DataFrame | None = None
+) -> alt.LayerChart:
+    """Return cumulative savings per series, each point at the end of its bucket, with deploy markers."""
+    frame = trend_frame(trend) if frame is None else frame
+    lines = alt.Chart(_columns(
+        frame, "x_end", "series", "cumulative", "Deployment", "Bucket", "Cumulative savings", "Savings",
+    )).mark_line(point=True).encode(
+        x=_time("x_end", _time_axis(trend.bucket, trend.zone)),
+        y=_quantity("cumulative", "Cumulative savings (USD)", "$,.2f"),
+        color=_series_color(trend.series),
+        tooltip=_tooltips("Deployment", "Bucket", "Cumulative savings", "Savings"),
+    )
+    return _layered(lines, marker_rules(marker_groups, trend.zone))
+
+
+ROI_MEASURES = {"gross": "Gross savings", "once_per_run": "Savings once per run"}
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:]
+
+
+def roi_frame(periods: RoiPeriods) -> pd.DataFrame:
+    """Return the long-format frame of the ROI charts: one row per period and series, with tooltip texts."""
+    rows = periods.rows
+    _check_size(rows, "ROI")
+    starts = [value.to_pydatetime() for value in rows["period_start"]]
+    ends = [value.to_pydatetime() for value in rows["period_end"]]
+    frame = pd.DataFrame({"series": rows["series"].astype(str)})
+    frame["x_start"] = [wall_clock(start, periods.zone) for start in starts]
+    frame["x_end"] = [wall_clock(end, periods.zone) for end in ends]
+    for name in ("gross", "once_per_run", "cumulative_gross", "cumulative_once_per_run"):
+        frame[name] = [float(value) for value in rows[name]]
+        frame[f"{name}_text"] = [_exact_money(value) for value in rows[name]]
+    frame["Deployment"] = frame["series"]
+    frame["Period"] = [period_text(start, end, periods.period, periods.zone) for start, end in zip(starts, ends)]
+    frame["Submissions"] = [f"{value:,}" for value in rows["submissions"]]
+    frame["Runs first seen"] = [f"{value:,}" for value in rows["runs"]]
+    series = list(dict.fromkeys(frame["series"]))
+    _stack(frame, "gross", series)
+    _stack(frame, "once_per_run", series)
+    return frame
+
+
+def roi_period_chart(periods: RoiPeriods, measure: str = "gross") -> alt.Chart:
+    """Return savings per period as bars stacked by deployment; `measure` is ``gross`` or ``once_per_run``."""
+    if measure not in ROI_MEASURES:
+        raise ValueError(f"unknown measure {measure!r}; use one of {', '.join(ROI_MEASURES)}")
+    frame = roi_frame(periods)
+    series = list(dict.fromkeys(frame["series"]))
+    return alt.Chart(_columns(
+        frame, "x_start", "x_end", "series", measure, f"{measure}_low", f"{measure}_high", "Deployment", "Period",
+        "gross_text", "once_per_run_text", "Submissions", "Runs first seen",
+    )).mark_bar().encode(
+        x=_time("x_start", _time_axis(periods.period, periods.zone)),
+        x2=alt.X2(field="x_end"),
+        y=_quantity(f"{measure}_high", f"{ROI_MEASURES[measure]} (USD)", "$,.2f"),
+        y2=alt.Y2(field=f"{measure}_low"),
+        color=_series_color(series),
+        tooltip=[
+            *_tooltips("Deployment", "Period"),
+            alt.Tooltip(field="gross_text", type="nominal", title="Gross savings"),
+            alt.Tooltip(field="once_per_run_text", type="nominal", title="Savings once per run"),
+            *_tooltips("Submissions", "Runs first seen"),
+        ],
+    ).properties(height=CHART_HEIGHT)
+
+
+def roi_cumulative_chart(periods: RoiPeriods, measure: str = "gross") -> alt.Chart:
+    """Return cumulative savings per deployment, each point at the end of its period."""
+    if measure not in ROI_MEASURES:
+        raise ValueError(f"unknown measure {measure!r}; use one of {', '.join(ROI_MEASURES)}")
+    frame = roi_frame(periods)
+    series = list(dict.fromkeys(frame["series"]))
+    return alt.Chart(_columns(
+        frame, "x_end", "series", f"cumulative_{measure}", "Deployment", "Period", "cumulative_gross_text",
+        "cumulative_once_per_run_text",
+    )).mark_line(point=True).encode(
+        x=_time("x_end", alt.Axis(title=f"End of {_lower_first(BUCKET_TITLES[periods.period])} ({periods.zone})",
+                                  labelOverlap=True)),
+        y=_quantity(f"cumulative_{measure}", f"Cumulative {ROI_MEASURES[measure].lower()} (USD)", "$,.2f"),
+        color=_series_color(series),
+        tooltip=[
+            *_tooltips("Deployment", "Period"),
+            alt.Tooltip(field="cumulative_gross_text", type="nominal", title="Cumulative gross"),
+            alt.Tooltip(field="cumulative_once_per_run_text", type="nominal", title="Cumulative once per run"),
+        ],
+    ).properties(height=CHART_HEIGHT)
+
+
+def shift_marks(shifts: Iterable) -> list[ShiftMark]:
+    """Return `ShiftMark`s for `ledger.regressions.Shift` results."""
+    return [
+        ShiftMark(
+            shift.point.deployment, shift.point.at, shift.point.before_rate, shift.point.after_rate,
+            shift.point.before_n, shift.point.after_n, shift.point.p_value, shift.unexplained,
+        )
+        for shift in shifts
+    ]
+
