@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ledger import store
+from ledger import deploy_log, sample, store
 from ledger.export import FORMATS, ExportError, export_file
 from ledger.ingest import EXIT_USAGE, IngestReport, ingest_paths
 from ledger.models import STATUSES, FieldError, parse_timestamp
@@ -116,6 +116,7 @@ def ingest(
     progress = _LazyProgress(quiet or json_output)
     try:
         report = ingest_paths(ledger, paths, deployment=deployment, strict=strict, progress=progress)
+        _merge_receiver_journals(ledger)
     except SourceError as error:
         fail(str(error))
     except store.LedgerTooNew as error:
@@ -129,16 +130,24 @@ def ingest(
     raise typer.Exit(report.exit_code)
 
 
+def _merge_receiver_journals(ledger: Path) -> None:
+    """Merge posts that a stopped receiver journaled but never merged, as every writer of the ledger does."""
+    from ledger.receiver import merge_left_journals
+
+    count = merge_left_journals(ledger)
+    if count:
+        err.print(f"merged {count} receiver journal file(s) left in {store.inbox_path(ledger)}",
+                  markup=False, highlight=False)
+
+
 def print_report(report: IngestReport, ledger: Path, quiet: bool) -> None:
     """Print an ingest report: a table per file, the rejections, warnings and a summary line."""
     if not quiet:
         table = Table(title=None, show_edge=False)
         for heading in ("file", "shape", "read", "ingested", "duplicates", "rejected"):
             table.add_column(heading, justify="left" if heading in ("file", "shape") else "right")
-        for item in report.files:
-            shape = item.shape + (" (gzip)" if item.compressed else "")
-            table.add_row(item.name, shape, f"{item.read:,}", f"{item.ingested:,}", f"{item.duplicates:,}",
-                          f"{len(item.rejected):,}")
+        for name, shape, read, ingested, duplicates, rejected in _report_rows(report):
+            table.add_row(name, shape, f"{read:,}", f"{ingested:,}", f"{duplicates:,}", f"{rejected:,}")
         out.print(table, markup=False, highlight=False)
         for note in report.skipped:
             out.print(note, markup=False, highlight=False)
@@ -166,6 +175,32 @@ def print_report(report: IngestReport, ledger: Path, quiet: bool) -> None:
     else:
         summary += f" into {ledger}"
     out.print(summary, markup=False, highlight=False)
+
+
+FILES_LISTED = 20
+
+
+def _report_rows(report: IngestReport) -> list[tuple[str, str, int, int, int, int]]:
+    """Return one table row a file; past FILES_LISTED files, clean files are folded into one row a folder."""
+    rows = []
+    folded: dict[str, list] = {}
+    many = len(report.files) > FILES_LISTED
+    for item in report.files:
+        shape = item.shape + (" (gzip)" if item.compressed else "")
+        counts = [item.read, item.ingested, item.duplicates, len(item.rejected)]
+        if many and not item.rejected and not item.warnings:
+            folder = str(Path(item.name).parent)
+            totals = folded.setdefault(folder, [0, 0, 0, 0, 0, set()])
+            for position, value in enumerate(counts):
+                totals[position] += value
+            totals[4] += 1
+            totals[5].add(shape)
+            continue
+        rows.append((item.name, shape, *counts))
+    for folder, (read, ingested, duplicates, rejected, files, shapes) in folded.items():
+        label = f"{folder}/ ({files:,} file{'s' if files != 1 else ''})"
+        rows.append((label, ", ".join(sorted(shapes)), read, ingested, duplicates, rejected))
+    return rows
 
 
 def _print_warnings(warnings: list[str]) -> None:
@@ -212,6 +247,7 @@ def stats(
     filters = _filters(deployment, status, since, until)
     if ledger.exists():
         try:
+            _merge_receiver_journals(ledger)
             store.drain_inbox(ledger)
         except store.LedgerBusy:
             err.print("warning: the ledger is busy, so records waiting in its inbox are not counted yet",
@@ -274,7 +310,7 @@ def demo(
 ) -> None:
     """Build a ledger from the bundled sample data: 90 days, three deployments, deploy markers."""
     ledger = store.ledger_path(db)
-    folder = sample_folder()
+    folder = sample.sample_folder()
     report = ingest_paths(ledger, [str(folder)], origin="demo")
     added, present = store.add_deploys(ledger, read_deploy_log(folder / "deploys.csv"), origin="file")
     if not quiet:
@@ -283,52 +319,12 @@ def demo(
     out.print(f"sample ledger ready at {ledger}", markup=False, highlight=False)
 
 
-def sample_folder() -> Path:
-    """Return the bundled sample_data folder, generating it into a temporary folder when not installed beside the package."""
-    bundled = Path(__file__).resolve().parent.parent / "sample_data"
-    if (bundled / "deploys.csv").is_file():
-        return bundled
-    import tempfile
-
-    from ledger import sample
-
-    target = Path(tempfile.mkdtemp(prefix="replay-ledger-sample-"))
-    sample.write_sample(target)
-    return target
-
-
 def read_deploy_log(path: Path) -> list[dict[str, Any]]:
-    """Read a deploy log (CSV with a header, or a JSON list) into validated markers; exit 2 on the first bad row."""
-    from ledger.models import DeployMarker
-
+    """Read a deploy log into validated markers, or exit 2 naming the file, row and field of the first problem."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as error:
-        fail(f"{path}: cannot be read: {error.strerror}")
-    except UnicodeDecodeError:
-        fail(f"{path}: is not UTF-8 text; save the file as UTF-8")
-    if path.suffix.lower() == ".json" or text.lstrip().startswith("["):
-        try:
-            rows = orjson.loads(text)
-        except orjson.JSONDecodeError as error:
-            fail(f"{path}: invalid JSON: {error}")
-        if not isinstance(rows, list):
-            fail(f"{path}: expected a JSON list of deploys")
-        located = [(f"{path}#/{number}", row) for number, row in enumerate(rows)]
-    else:
-        reader = csv.DictReader(io.StringIO(text))
-        missing = {"deployment", "version", "deployed_at"} - set(reader.fieldnames or [])
-        if missing:
-            fail(f"{path}: the header lacks {', '.join(sorted(missing))}; expected deployment,version,deployed_at,note")
-        located = [(f"{path}:{number}", row) for number, row in enumerate(reader, start=2)]
-    markers = []
-    for location, row in located:
-        try:
-            marker = DeployMarker.model_validate(row)
-        except Exception as error:  # pydantic's ValidationError, flattened below
-            fail(f"{location}: {_first_error(error)}")
-        markers.append(marker.model_dump())
-    return markers
+        return deploy_log.read_deploy_log(path)
+    except deploy_log.DeployLogError as error:
+        fail(str(error))
 
 
 def _first_error(error: Exception) -> str:
@@ -396,10 +392,319 @@ def deploys_list(
     out.print(table, markup=False, highlight=False)
 
 
+# ---------------------------------------------------------------------------
+# Deploy inference and the regression gate (check)
+
+
+@deploys_app.command("infer")
+def deploys_infer(
+    db: DbOption = None,
+    deployment: DeploymentFilter = None,
+    field: Annotated[str, typer.Option(
+        help="Key of the records that carries the deployed version; 'auto' tries agent_version, app_version, "
+             "service_version, version, release, build and git_sha in that order.")] = "auto",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the markers without storing them.")] = False,
+) -> None:
+    """Add a deploy marker (origin 'inferred') at the first submission of each new version in a deployment's data."""
+    from ledger import regressions
+    from ledger.queries import deploys
+
+    ledger = store.ledger_path(db)
+    deployments = tuple(deployment or ())
+    try:
+        deploys.check_version_field(field)
+        changes = deploys.version_changes(ledger, field, deployments)
+        existing = deploys.markers(ledger, deployments)
+    except deploys.InvalidDeploymentRequest as error:
+        fail(f"--field: {error}")
+    except (store.LedgerMissing, store.LedgerBusy) as error:
+        fail(str(error))
+    unmarked = regressions.unmarked_changes(changes, existing)
+    table = Table(show_edge=False)
+    for heading in ("first seen (UTC)", "deployment", "version", "previous", "field", "submission"):
+        table.add_column(heading)
+    for change in unmarked:
+        table.add_row(change.first_seen.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S"), change.deployment,
+                      change.version, change.previous_version, change.field, change.submission_id)
+    if unmarked:
+        out.print(table, markup=False, highlight=False)
+    already = len(changes) - len(unmarked)
+    if dry_run:
+        out.print(f"{len(unmarked)} version changes without a marker (not stored: --dry-run), "
+                  f"{already} already marked", markup=False, highlight=False)
+        return
+    added, _ = store.add_deploys(ledger, regressions.inferred_markers(unmarked), origin=regressions.INFERRED_ORIGIN)
+    out.print(f"{added} inferred deploy markers added, {already} version changes already had a marker",
+              markup=False, highlight=False)
+
+
+def _check_time(name: str, value: str | None, now: datetime) -> datetime | None:
+    """Parse a --since/--until value: a time (ISO-8601, epoch seconds) or a duration back from now (14d)."""
+    from ledger import regressions
+
+    if value is None:
+        return None
+    if value.strip()[-1:].lower() in ("m", "h", "d", "w") and value.strip()[:1].isdigit():
+        try:
+            return now - regressions.parse_duration(value, f"--{name}")
+        except regressions.InvalidCheckRequest as error:
+            fail(str(error))
+    return parse_time_option(name, value)
+
+
+@app.command()
+def check(
+    db: DbOption = None,
+    deployment: DeploymentFilter = None,
+    since: Annotated[Optional[str], typer.Option(
+        help="Judge deploy markers at or after this time: ISO-8601, epoch seconds, or a duration back from now "
+             "such as 14d. Default: every marker.")] = None,
+    until: Annotated[Optional[str], typer.Option(help="Judge deploy markers before this time (same forms).")] = None,
+    window: Annotated[str, typer.Option(
+        help="Data each side of a marker: a length (90m, 12h, 7d, 2w) or submissions each side (200sub).")] = "7d",
+    alpha: Annotated[float, typer.Option(help="Significance level of Fisher's exact test.")] = 0.01,
+    min_effect: Annotated[float, typer.Option(
+        help="Smallest change in the divergence rate that counts, as a difference of rates: 0.05 is 5 percentage "
+             "points.")] = 0.05,
+    min_submissions: Annotated[int, typer.Option(help="Fewest submissions a side for a marker to be judged.")] = 20,
+    shifts: Annotated[bool, typer.Option(
+        "--shifts/--no-shifts", help="Also report daily rises in the divergence rate that no marker explains.")] = True,
+    as_of: Annotated[Optional[str], typer.Option(
+        "--as-of", help="Judge as if it were this time (ISO-8601 or epoch seconds). Default: now.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the stable JSON report (see docs/check.md).")] = False,
+) -> None:
+    """Exit 1 when a deploy, or a shift no deploy marker explains, raised the divergence rate; a CI gate.
+
+    Exit 0 when nothing did, 2 on usage errors. See docs/check.md.
+    """
+    from ledger import queries, regressions
+
+    ledger = store.ledger_path(db)
+    now = parse_time_option("as-of", as_of) or datetime.now(timezone.utc)
+    started = _check_time("since", since, now)
+    ended = _check_time("until", until, now)
+    if started is not None and ended is not None and started >= ended:
+        fail(f"--since {since} is not before --until {until}; widen the range")
+    try:
+        settings = regressions.Settings(regressions.parse_window(window), alpha, min_effect, min_submissions).check()
+    except regressions.InvalidCheckRequest as error:
+        fail(str(error))
+    deployments = tuple(deployment or ())
+    try:
+        if deployments:
+            known = set(queries.deployments(ledger)) | {marker["deployment"] for marker in queries.deploy_markers(ledger)}
+            unknown = [name for name in deployments if name not in known]
+            if unknown:
+                fail(f"--deployment {unknown[0]!r} has no submissions or deploy markers in {ledger}; known: "
+                     f"{', '.join(sorted(known)[:20]) or 'none'}")
+        report = regressions.scan(ledger, as_of=now, deployments=deployments, since=started, until=ended,
+                                  settings=settings, shifts=shifts)
+    except (store.LedgerMissing, store.LedgerBusy, store.LedgerTooNew) as error:
+        fail(str(error))
+    if json_output:
+        sys.stdout.write(orjson.dumps(regressions.report_json(report, ledger), option=orjson.OPT_INDENT_2).decode()
+                         + "\n")
+    else:
+        _print_check(report)
+    raise typer.Exit(1 if report.regression_detected else 0)
+
+
+def _print_check(report) -> None:
+    """Print every marker's verdict, every shift, then one line per finding and a summary line."""
+    from ledger import regressions
+
+    results = report.results
+    if results:
+        table = Table(show_edge=False)
+        for heading in ("deployed at (UTC)", "deployment", "version", "before", "after", "p", "verdict"):
+            table.add_column(heading, justify="right" if heading in ("before", "after", "p") else "left")
+        for result in results:
+            window, verdict = result.window, result.verdict
+            table.add_row(
+                result.marker.deployed_at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M"),
+                result.marker.deployment, result.marker.version,
+                f"{window.before_k:,}/{window.before_n:,}", f"{window.after_k:,}/{window.after_n:,}",
+                "—" if verdict.p_value is None else f"{verdict.p_value:.3g}", verdict.verdict.replace("_", " "),
+            )
+        out.print(table, markup=False, highlight=False)
+    for line in regressions.finding_lines(report):
+        out.print(line, markup=False, highlight=False)
+    counts = {name: sum(1 for result in results if result.verdict.verdict == name)
+              for name in ("regression", "improvement", "no_change", "not_judged")}
+
+    def plural(count: int, word: str) -> str:
+        return f"{count} {word}{'' if count == 1 else 's'}"
+
+    shift_part = (f"; {plural(len(report.shifts), 'shift')}, {plural(len(report.unexplained_rises), 'unexplained rise')}"
+                  if report.shifts_checked else "; shifts not checked")
+    out.print(
+        f"{plural(len(results), 'deploy marker')}: {plural(counts['regression'], 'regression')}, "
+        f"{plural(counts['improvement'], 'improvement')}, {counts['no_change']} no change, "
+        f"{counts['not_judged']} not judged ({report.settings.window.describe()}, alpha {report.settings.alpha:g})"
+        f"{shift_part}",
+        markup=False, highlight=False,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Receiver: serve, keys, pull
+
+keys_app = typer.Typer(help="API keys of the receiver: each maps to the deployment its posts are stored under.",
+                       no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+KeysFileOption = Annotated[
+    Optional[Path],
+    typer.Option("--keys", help="Keys file (JSON) to use instead of the ledger's api_keys table.", show_default=False),
+]
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port to listen on; 0 picks a free one.")] = 8765,
+    keys: KeysFileOption = None,
+    db: DbOption = None,
+    no_auth: Annotated[bool, typer.Option("--no-auth", help="Take posts without an API key (loopback addresses only).")] = False,
+    max_body: Annotated[int, typer.Option(help="Largest replay result body, in bytes.")] = 1024 * 1024,
+    max_batch_body: Annotated[int, typer.Option(help="Largest action batch body (/api/v1/ingest), in bytes.")] = 16 * 1024 * 1024,
+    read_timeout: Annotated[float, typer.Option(help="Seconds a client may take to send a request's headers, and again its body.")] = 10.0,
+    max_divergences: Annotated[int, typer.Option(help="Most divergences one replay result may list.")] = 1000,
+    max_divergence_bytes: Annotated[int, typer.Option(help="Largest single divergence, in bytes of JSON.")] = 64 * 1024,
+) -> None:
+    """Run the receiver: the platform's replay API, storing what the SDK posts into the ledger."""
+    from ledger.keys import KeyFileError
+    from ledger.posts import PostLimits
+    from ledger.receiver import ReceiverConfig, ReceiverConfigError, serve as run_receiver
+
+    logging.getLogger("ledger").setLevel(logging.INFO)
+    config = ReceiverConfig(
+        ledger=store.ledger_path(db), keys_file=keys, no_auth=no_auth, max_body=max_body,
+        max_batch_body=max_batch_body, read_timeout=read_timeout,
+        limits=PostLimits(max_divergences=max_divergences, max_divergence_bytes=max_divergence_bytes),
+    )
+    try:
+        run_receiver(config, host, port)
+    except (ReceiverConfigError, KeyFileError, store.LedgerTooNew) as error:
+        fail(str(error))
+    except OSError as error:
+        fail(f"cannot listen on {host}:{port}: {error.strerror or error}")
+
+
+@keys_app.command("add")
+def keys_add(
+    deployment: Annotated[str, typer.Option(help="The deployment that posts made with this key are stored under.")],
+    label: Annotated[str, typer.Option(help="A note to recognise the key by in `keys list`.")] = "",
+    keys: KeysFileOption = None,
+    db: DbOption = None,
+) -> None:
+    """Make a new API key, print it once, and store only its hash."""
+    from ledger.keys import KeyFileError, add_to_file, hash_key, new_key
+    from ledger.models import parse_deployment
+
+    try:
+        deployment = parse_deployment("--deployment", deployment)
+    except FieldError as error:
+        fail(str(error))
+    if keys is not None:
+        try:
+            stored, whole = add_to_file(keys, deployment, label)
+        except KeyFileError as error:
+            fail(str(error))
+        key_id = stored.key_id
+    else:
+        key_id, whole = new_key()
+        store.add_api_key(store.ledger_path(db), key_id, deployment, hash_key(whole), label)
+    out.print(whole, markup=False, highlight=False)
+    err.print(f"key {key_id} for deployment {deployment} stored; the key is shown only this once",
+              markup=False, highlight=False)
+
+
+@keys_app.command("list")
+def keys_list(keys: KeysFileOption = None, db: DbOption = None) -> None:
+    """List API keys (ids, deployments, state), never the keys themselves."""
+    from ledger.keys import ApiKey, KeyFileError, read_keys_file
+
+    try:
+        stored = read_keys_file(keys) if keys is not None else [ApiKey(*row) for row in store.api_keys(store.ledger_path(db))]
+    except KeyFileError as error:
+        fail(str(error))
+    table = Table(show_edge=False)
+    for heading in ("key id", "deployment", "label", "created (UTC)", "state"):
+        table.add_column(heading)
+    for key in stored:
+        state = "active" if key.active else f"revoked {key.revoked_at.astimezone(timezone.utc):%Y-%m-%d %H:%M}"
+        table.add_row(key.key_id, key.deployment, key.label,
+                      key.created_at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M"), state)
+    out.print(table, markup=False, highlight=False)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key id, as `keys list` shows it.")],
+    keys: KeysFileOption = None,
+    db: DbOption = None,
+) -> None:
+    """Revoke an API key; a running receiver stops taking it within a few seconds."""
+    from ledger.keys import KeyFileError, is_key_id, revoke_in_file
+
+    if not is_key_id(key_id):
+        fail(f"{key_id[:40]!r} is not a key id (12 hex digits, as `replay-ledger keys list` shows)")
+    try:
+        revoked = revoke_in_file(keys, key_id) if keys is not None else store.revoke_api_key(store.ledger_path(db), key_id)
+    except KeyFileError as error:
+        fail(str(error))
+    if not revoked:
+        fail(f"no active key {key_id}; see `replay-ledger keys list`", code=1)
+    out.print(f"key {key_id} revoked", markup=False, highlight=False)
+
+
+@app.command()
+def pull(
+    url: Annotated[str, typer.Option(help="The platform's base URL, e.g. https://api.example.com.")],
+    api_key: Annotated[str, typer.Option(help="API key for the platform.", envvar="REPLAY_LEDGER_API_KEY",
+                                         show_envvar=True)],
+    since: SinceOption = None,
+    full: Annotated[bool, typer.Option("--full", help="Pull everything, ignoring where earlier pulls stopped.")] = False,
+    retries: Annotated[int, typer.Option(help="Retries of a failing page (429, 5xx, network) before giving up.")] = 8,
+    db: DbOption = None,
+    quiet: QuietOption = False,
+) -> None:
+    """Pull submission history from a platform into the ledger, resuming where the last pull stopped."""
+    from ledger.remote import PullError, pull as run_pull
+
+    started = parse_time_option("since", since)
+    ledger = store.ledger_path(db)
+    with Progress(TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True,
+                  disable=quiet or not err.is_terminal) as bar:
+        task = bar.add_task("pulling")
+
+        def progress(fetched: int, total: int | None) -> None:
+            bar.update(task, description=f"pulled {fetched:,}" + (f" of {total:,}" if total else "") + " submissions")
+
+        try:
+            report = run_pull(ledger, url, api_key, since=started, full=full, retries=retries, progress=progress)
+        except PullError as error:
+            fail(f"pull from {url}: {error}")
+    for message in report.rejections:
+        err.print(f"rejected {message}", markup=False, highlight=False)
+    resumed = f", resumed at {report.resumed_at:,}" if report.resumed_at is not None else ""
+    queued = f"; {report.queued_in_inbox} pages wait in the ledger's inbox" if report.queued_in_inbox else ""
+    out.print(
+        f"{report.fetched:,} submissions fetched in {report.pages} pages{resumed}: {report.ingested:,} ingested, "
+        f"{report.duplicates:,} duplicates, {report.rejected:,} rejected, {report.retries} retries{queued}",
+        markup=False, highlight=False,
+    )
+    raise typer.Exit(1 if report.rejected else 0)
+
+
 def main() -> None:
     """Run the command line, with log lines of long-running parts on standard error."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    app()
+    try:
+        app()
+    except store.LedgerUnreadable as error:
+        err.print(f"error: {error}", markup=False, highlight=False)
+        sys.exit(EXIT_USAGE)
 
 
 if __name__ == "__main__":
