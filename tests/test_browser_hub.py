@@ -6,13 +6,7 @@ under deployments of their own). Screenshots land in test-artifacts/.
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from urllib.parse import quote
@@ -21,19 +15,17 @@ from zoneinfo import ZoneInfo
 import duckdb
 import pytest
 
-from ledger import store
 from ledger.ingest import ingest_paths
+from tests.browser import chromium, streamlit_server
 
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = Path(__file__).resolve().parent / "data" / "cases"
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
 VIEWER_ZONE = "America/New_York"
 C08_RUN_ID = "<b>r1</b><script>alert(1)</script>"
 C08_ACTION = "[click](javascript:alert(1))"
-STARTUP_SECONDS = 60
 RENDER_TIMEOUT_MS = 30_000
 HEADER_HEIGHT = 38
 ROW_HEIGHT = 35
@@ -43,11 +35,6 @@ def query(ledger: Path, sql: str, parameters: list | tuple = ()) -> list[tuple]:
     with duckdb.connect(str(ledger), read_only=True) as connection:
         return connection.execute(sql, list(parameters)).fetchall()
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def expected_money(amount: Decimal) -> str:
@@ -70,44 +57,14 @@ def browser_ledger(sample_ledger_template: Path, tmp_path_factory: pytest.TempPa
 @pytest.fixture(scope="module")
 def app_url(browser_ledger: Path, tmp_path_factory: pytest.TempPathFactory):
     """The URL of `streamlit run app.py` serving the browser ledger on a free port of 127.0.0.1."""
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("server") / "streamlit.log"
-    environment = {**os.environ, store.LEDGER_ENV: str(browser_ledger)}
-    with log_path.open("w") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
-             "--server.port", str(port), "--server.headless", "true", "--server.fileWatcherType", "none"],
-            cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not start on {url}:\n{log_path.read_text()}")
-            time.sleep(0.2)
+    with streamlit_server(browser_ledger, tmp_path_factory.mktemp("server")) as url:
         yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
 def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing; install Debian's chromium package")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM)
-        yield chromium
-        chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture

@@ -10,29 +10,21 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from decimal import Decimal
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from ledger import store
+from tests.browser import CHROMIUM, streamlit_server
 
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = Path(__file__).resolve().parent / "data" / "cases"
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-STARTUP_SECONDS = 60
 RENDER_TIMEOUT_MS = 60_000
 MARKUP_NAME = "<img src=x onerror=alert(1)>bad.jsonl"
 
@@ -41,11 +33,6 @@ def query(ledger: Path, sql: str, parameters: list | tuple = ()) -> list[tuple]:
     with duckdb.connect(str(ledger), read_only=True) as connection:
         return connection.execute(sql, list(parameters)).fetchall()
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -58,34 +45,10 @@ def browser_ledger(sample_ledger_template: Path, tmp_path_factory: pytest.TempPa
 @pytest.fixture(scope="module")
 def app_url(browser_ledger: Path, tmp_path_factory: pytest.TempPathFactory):
     """The URL of `streamlit run app.py` on the browser ledger, on a free port of 127.0.0.1."""
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("ingest_server") / "streamlit.log"
     # The server's uploads and prepared exports go to a temporary folder of the test's own.
     server_temp = tmp_path_factory.mktemp("ingest_server_tmp")
-    environment = {**os.environ, store.LEDGER_ENV: str(browser_ledger), "TMPDIR": str(server_temp)}
-    with log_path.open("w") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
-             "--server.port", str(port), "--server.headless", "true", "--server.fileWatcherType", "none"],
-            cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not start on {url}:\n{log_path.read_text()}")
-            time.sleep(0.2)
+    with streamlit_server(browser_ledger, tmp_path_factory.mktemp("ingest_server"), {"TMPDIR": str(server_temp)}) as url:
         yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")

@@ -8,30 +8,23 @@ Screenshots land in test-artifacts/.
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import pytest
 
-from ledger import platform, store
+from ledger import platform
 from ledger.ingest import ingest_paths
+from tests.browser import chromium, streamlit_server
 
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = Path(__file__).resolve().parent / "data" / "cases"
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
 C08_RUN_ID = "<b>r1</b><script>alert(1)</script>"
 C08_ACTION = "[click](javascript:alert(1))"
 C08_VALUE = "<img src=x onerror=alert(document.domain)>"
-STARTUP_SECONDS = 60
 RENDER_TIMEOUT_MS = 30_000
 
 # Elements of the app's main area, ignoring the sidebar; the checks look for any element data could have made.
@@ -49,11 +42,6 @@ NO_DATA_ELEMENTS_JS = """
 """
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def browser_ledger(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -67,45 +55,14 @@ def browser_ledger(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def app_url(browser_ledger: Path, tmp_path_factory: pytest.TempPathFactory):
     """The URL of `streamlit run app.py` on the browser ledger, with a platform link configured."""
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("server") / "streamlit.log"
-    environment = {**os.environ, store.LEDGER_ENV: str(browser_ledger),
-                   platform.PLATFORM_URL_ENV: "https://sentinel.example.com/runs/{run_id}"}
-    with log_path.open("w") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
-             "--server.port", str(port), "--server.headless", "true", "--server.fileWatcherType", "none"],
-            cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not start on {url}:\n{log_path.read_text()}")
-            time.sleep(0.2)
+    with streamlit_server(browser_ledger, tmp_path_factory.mktemp("server"), {platform.PLATFORM_URL_ENV: "https://sentinel.example.com/runs/{run_id}"}) as url:
         yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
 def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing; install Debian's chromium package")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM)
-        yield chromium
-        chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from ledger import store
 from ledger.cli import app
+from tests.records import query, record, write_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = Path(__file__).resolve().parent / "data" / "cases"
@@ -28,31 +28,6 @@ runner = CliRunner()
 
 def invoke(*args: str, env: dict | None = None):
     return runner.invoke(app, [str(arg) for arg in args], env=env)
-
-
-def record(number: int, **fields) -> dict:
-    value = {
-        "run_id": f"run-{number}",
-        "status": "success",
-        "actions_replayed": 3,
-        "actions_total": 3,
-        "divergences_detected": 0,
-        "divergences": [],
-        "cost_savings": 0.25,
-        "submitted_at": "2026-03-01T10:00:00Z",
-    }
-    value.update(fields)
-    return value
-
-
-def write_lines(path: Path, records: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(item) + "\n" for item in records))
-    return path
-
-
-def query(ledger: Path, sql: str, parameters: list | None = None) -> list[tuple]:
-    with store.reading(ledger) as connection:
-        return connection.execute(sql, parameters or []).fetchall()
 
 
 def varied_records() -> list[dict]:

@@ -17,28 +17,9 @@ import pytest
 
 from ledger import store
 from ledger.ingest import EXIT_OK, EXIT_REJECTED, ingest_paths
+from tests.records import record, write_lines
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def record(number: int, **fields) -> dict:
-    value = {
-        "run_id": f"run-{number}",
-        "status": "success",
-        "actions_replayed": 3,
-        "actions_total": 3,
-        "divergences_detected": 0,
-        "divergences": [],
-        "cost_savings": 0.25,
-        "submitted_at": "2026-03-01T10:00:00Z",
-    }
-    value.update(fields)
-    return value
-
-
-def write_lines(path: Path, records: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(item) + "\n" for item in records))
-    return path
 
 
 def write_generated(path: Path, count: int, prefix: str) -> Path:

@@ -13,34 +13,10 @@ import pytest
 from ledger import store
 from ledger.ingest import ingest_paths
 from ledger.queries import Filters, tiles
+from tests.records import query, record, write_lines
 
 CASES = Path(__file__).resolve().parent / "data" / "cases"
 TEN_UTC = datetime(2026, 3, 1, 10, 0, tzinfo=timezone.utc)
-
-
-def record(number: int, **fields) -> dict:
-    value = {
-        "run_id": f"run-{number}",
-        "status": "success",
-        "actions_replayed": 3,
-        "actions_total": 3,
-        "divergences_detected": 0,
-        "divergences": [],
-        "cost_savings": 0.25,
-        "submitted_at": "2026-03-01T10:00:00Z",
-    }
-    value.update(fields)
-    return value
-
-
-def write_lines(path: Path, records: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(item) + "\n" for item in records))
-    return path
-
-
-def query(ledger: Path, sql: str, parameters: list | None = None) -> list[tuple]:
-    with store.reading(ledger) as connection:
-        return connection.execute(sql, parameters or []).fetchall()
 
 
 def count(ledger: Path, table: str = "submissions") -> int:
