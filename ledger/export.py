@@ -41,7 +41,7 @@ def stream_batches(ledger: Path, filters: Filters, *, nested: bool, rows_per_bat
     """Yield the filtered submissions as Arrow record batches, holding the ledger open while iterating."""
     sql, parameters = export_sql(filters, nested=nested)
     with store.reading(ledger) as connection:
-        reader = connection.execute(sql, parameters).to_arrow_reader(rows_per_batch)
+        reader = connection.sql(sql, params=parameters).to_arrow_reader(rows_per_batch)
         yield from reader
 
 
