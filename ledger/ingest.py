@@ -58,7 +58,7 @@ class Rejection:
 
 @dataclass
 class FileReport:
-    """What one source file gave: records read, ingested, duplicates, rejected, warnings."""
+    """The outcome of one source file: records read, ingested, duplicates, rejected, warnings."""
 
     name: str
     shape: str = "unknown"

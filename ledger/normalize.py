@@ -87,7 +87,7 @@ class StoredDivergence:
 
     `expected_json`/`actual_json` hold the expected and actual inputs (or, for an
     action mismatch, the expected and actual action) whole as JSON text;
-    `detail_json` holds the whole divergence object without the two input keys,
+    `detail_json` contains the whole divergence object without the two input keys,
     so no key of it is lost.
     """
 
@@ -106,7 +106,7 @@ class NormalizedSubmission:
 
     Its id is computed in SQL when the stage is merged: the platform's id when
     it has one, else a hash of its content (see `store.merge_stages`). `anchor`
-    is set only when the record had no timestamp, and then stands in for it in
+    is set only when the record had no timestamp, and then replaces the time in
     that hash.
     """
 
@@ -268,7 +268,7 @@ def _finish(
     if zoneless:
         flags.append(ZONELESS_FLAG)
     # A record without a timestamp has the same content on every ingest, so its file
-    # name stands in for the time in its identity: a second file with an identical
+    # name replaces the time in its identity: a second file with an identical
     # replay counts as a second submission, the same file ingested twice does not.
     anchor = None
     if submitted_us is None:
@@ -444,7 +444,7 @@ def model_normalize(value: Any, context: Context) -> NormalizedSubmission:
 
 
 def _check_encodable(value: Any) -> None:
-    """Reject a record whose text holds an unpaired surrogate escape such as \\ud800 (not valid UTF-8)."""
+    """Reject a record whose text contains an unpaired surrogate escape such as \\ud800 (not valid UTF-8)."""
     try:
         json_dumps(value).encode("utf-8")
     except UnicodeEncodeError as error:

@@ -5,7 +5,7 @@ app can cache their results by argument. Each opens the ledger read-only for
 its own unit of work. Aggregates are computed in SQL and only what a caller
 shows is fetched. Money comes back as `Decimal`, counts as `int`.
 
-Submodules hold the reads of one screen each; this module holds the filters
+Submodules hold the reads of one screen each; this module contains the filters
 they share and the four tiles.
 """
 
