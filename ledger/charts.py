@@ -33,7 +33,7 @@ from ledger.queries.trends import Trend
 MAX_CHART_POINTS = 5000
 MAX_MARKER_GROUPS = 100
 MARKERS_LISTED = 6
-CHART_HEIGHT = 260
+CHART_HEIGHT = 360
 METRICS = ("share", "per_100_actions")
 
 VERDICT_COLORS = {
