@@ -50,7 +50,7 @@ class Journal:
             self._number += 1
             self._path = self.folder / f"{self.prefix}-{self._number:06d}{SUFFIX}"
             self._file = open(self._path, "ab", buffering=0)
-            _fsync_folder(self.folder)
+            store.fsync_path(self.folder)
         self._file.write(b"".join(line + b"\n" for line in lines))
         os.fdatasync(self._file.fileno())
         return self._path
@@ -62,14 +62,6 @@ class Journal:
         self._file.close()
         sealed, self._file, self._path = self._path, None, None
         return sealed
-
-
-def _fsync_folder(folder: Path) -> None:
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def _alive(pid: int) -> bool:

@@ -609,7 +609,7 @@ class Stage:
         """Flush the stage to disk durably and close it; return its file."""
         self.connection.execute("CHECKPOINT")
         self.connection.close()
-        _fsync(self.path)
+        fsync_path(self.path)
         return self.path
 
     def discard(self) -> None:
@@ -762,7 +762,8 @@ _LINE_CHECK_SQL = [
 ]
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a file or a folder (its entries, after a create or rename) to disk."""
     descriptor = os.open(path, os.O_RDONLY)
     try:
         os.fsync(descriptor)
@@ -790,7 +791,7 @@ def move_to_inbox(stage_file: Path, ledger: Path) -> Path:
         os.fsync(target.fileno())
     final = inbox / name
     os.replace(temporary, final)
-    _fsync(inbox)
+    fsync_path(inbox)
     _remove_tree(stage_file.parent)
     log.warning("ledger %s busy, batch queued in its inbox as %s", ledger, final.name)
     return final
@@ -853,22 +854,8 @@ def _merge_one(connection: duckdb.DuckDBPyConnection, stage_file: Path, ingest_i
     connection.execute(f"ATTACH '{_quote(stage_file)}' AS {alias} (READ_ONLY)")
     try:
         connection.execute(_MERGE_SQL.format(stage=alias))
-        names = ", ".join(name for name, _ in SUBMISSION_COLUMNS)
-        connection.execute(
-            f"INSERT INTO submissions ({names}, ingest_id, ingested_at) "
-            f"SELECT {names}, ?, now() FROM incoming_flagged WHERE NOT duplicate ORDER BY seq",
-            [ingest_id],
-        )
-        # json() rewrites JSON text in one canonical form, so a value stores the same text
-        # whichever path validated it.
-        divergence_names = ", ".join(
-            f"json(d.{name})" if kind.startswith("JSON") else f"d.{name}" for name, kind in DIVERGENCE_COLUMNS[1:]
-        )
-        connection.execute(
-            f"INSERT INTO divergences SELECT kept.submission_id, {divergence_names} "
-            f"FROM {alias}.divergences AS d "
-            "JOIN (SELECT seq, submission_id FROM incoming_flagged WHERE NOT duplicate) AS kept USING (seq) "
-            "ORDER BY kept.seq, d.position"
+        _insert_submissions(
+            connection, "(SELECT * FROM incoming_flagged WHERE NOT duplicate)", f"{alias}.divergences", ingest_id
         )
         _merge_causes(connection, alias)
         rejected_names = ", ".join(name for name, _ in REJECTED_COLUMNS)
@@ -898,6 +885,28 @@ def _merge_one(connection: duckdb.DuckDBPyConnection, stage_file: Path, ingest_i
         connection.execute("DROP TABLE IF EXISTS incoming")
         connection.execute("DROP TABLE IF EXISTS incoming_flagged")
         connection.execute(f"DETACH {alias}")
+
+
+def _insert_submissions(connection: duckdb.DuckDBPyConnection, kept: str, divergences: str, ingest_id: int) -> None:
+    """Insert the submissions of `kept` under `ingest_id`, and their divergences from the staged `divergences`.
+
+    `kept` is a table or subquery with the stage's columns plus `submission_id`;
+    divergences join it on `seq`.
+    """
+    names = ", ".join(name for name, _ in SUBMISSION_COLUMNS)
+    connection.execute(
+        f"INSERT INTO submissions ({names}, ingest_id, ingested_at) SELECT {names}, ?, now() FROM {kept} ORDER BY seq",
+        [ingest_id],
+    )
+    # json() rewrites JSON text in one canonical form, so a value stores the same text
+    # whichever path validated it.
+    divergence_names = ", ".join(
+        f"json(d.{name})" if kind.startswith("JSON") else f"d.{name}" for name, kind in DIVERGENCE_COLUMNS[1:]
+    )
+    connection.execute(
+        f"INSERT INTO divergences SELECT kept.submission_id, {divergence_names} FROM {divergences} AS d "
+        f"JOIN {kept} AS kept USING (seq) ORDER BY kept.seq, d.position"
+    )
 
 
 def _merge_causes(connection: duckdb.DuckDBPyConnection, alias: str) -> None:
@@ -1248,20 +1257,7 @@ def commit_receiver_stage(
 
 def _insert_incoming(connection: duckdb.DuckDBPyConnection, ingest_id: int) -> None:
     """Insert the submissions of the `incoming` table, with their divergences and causes, under `ingest_id`."""
-    names = ", ".join(name for name, _ in SUBMISSION_COLUMNS)
-    connection.execute(
-        f"INSERT INTO submissions ({names}, ingest_id, ingested_at) SELECT {names}, ?, now() FROM incoming ORDER BY seq",
-        [ingest_id],
-    )
-    # json() rewrites JSON text in one canonical form, so a value stores the same text
-    # whichever path validated it.
-    divergence_names = ", ".join(
-        f"json(d.{name})" if kind.startswith("JSON") else f"d.{name}" for name, kind in DIVERGENCE_COLUMNS[1:]
-    )
-    connection.execute(
-        f"INSERT INTO divergences SELECT i.submission_id, {divergence_names} FROM memory.main.divergences AS d "
-        "JOIN incoming AS i USING (seq) ORDER BY i.seq, d.position"
-    )
+    _insert_submissions(connection, "incoming", "memory.main.divergences", ingest_id)
     cause_names = ", ".join(f"c.{name}" for name, _ in CAUSE_COLUMNS[1:])
     connection.execute(
         f"INSERT INTO divergence_causes SELECT i.submission_id, {cause_names} FROM memory.main.divergence_causes "
