@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 
@@ -212,7 +213,7 @@ class _Ingest:
         if self.columns.rows:
             submissions, divergences = self.columns.tables()
             self.stage.append_submissions(submissions)
-            self.stage.append("divergences", divergences)
+            self.stage.append_divergences(divergences)
             self.columns = _Columns()
         if self.rejected["location"]:
             self.stage.append("rejected", pa.table(
@@ -239,20 +240,17 @@ class _Ingest:
 
     def stage_file(self, file_index: int, source: SourceFile) -> FileReport:
         report = FileReport(name=source.name)
-        lines = _LineBuffer(self.stage, file_index)
+        lines = _LineBuffer(self, file_index, source, report)
         for item in read_records(source, line_chunks=True):
             if isinstance(item, LineChunk):
                 lines.add(item)
-                if self.progress is not None:
-                    self.progress(self.seq + lines.kept)
                 continue
             if item.error is not None:
                 self.reject(file_index, report, item, item.error)
                 continue
             report.read += 1
             self.validate(file_index, report, item)
-        if lines.used:
-            self.check_lines(file_index, source, report, lines)
+        lines.flush()
         report.shape = source.shape
         report.compressed = source.compressed
         report.warnings.extend(source.warnings)
@@ -261,15 +259,21 @@ class _Ingest:
             report.dropped_by_strict = report.read - len(report.rejected)
         return report
 
-    def check_lines(self, file_index: int, source: SourceFile, report: FileReport, lines: "_LineBuffer") -> None:
-        """Validate a file's JSON Lines in SQL, then the lines SQL deferred through the Python path."""
-        lines.flush()
-        report.read += lines.kept + len(lines.undecodable)
-        staged, deferred, zoneless = self.stage.check_lines(file_index, source.name, self.deployment, self.seq)
-        self.seq += staged
+    def check_lines(
+        self, file_index: int, source: SourceFile, report: FileReport, lines: pa.Table,
+        undecodable: list[tuple[int, bytes]],
+    ) -> None:
+        """Validate a batch of a file's JSON Lines in SQL, then the lines SQL deferred through the Python path."""
+        staged, deferred, zoneless = self.stage.check_line_batch(
+            lines, file_index, source.name, self.deployment, self.seq
+        )
+        if lines.num_rows:
+            numbers = lines.column("line_no")
+            self.seq += numbers[-1].as_py() - numbers[0].as_py() + 1
+        report.read += staged + len(deferred) + len(undecodable)
         for line_no in zoneless:
             report.warnings.append(f"{source.name}:{line_no}: {ZONELESS_FLAG}")
-        pending = [(line_no, raw.encode("utf-8")) for line_no, raw in deferred] + lines.undecodable
+        pending = [(line_no, raw.encode("utf-8")) for line_no, raw in deferred] + undecodable
         pending.sort()
         for line_no, text in pending:
             record = RawRecord(location=f"{source.name}:{line_no}", text=text.strip(), line=line_no)
@@ -305,33 +309,39 @@ class _Ingest:
 
 
 class _LineBuffer:
-    """Raw JSON Lines of one file on their way into the stage, in Arrow batches."""
+    """Raw JSON Lines of one file on their way to the SQL checks, in batches of about `LINE_BATCH` lines.
 
-    def __init__(self, stage: store.Stage, file_index: int):
-        self.stage = stage
+    Each chunk of the reader becomes one Arrow record batch over the chunk's
+    bytes, without a copy, so DuckDB scans a batch's chunks on all cores.
+    """
+
+    def __init__(self, ingest: "_Ingest", file_index: int, source: SourceFile, report: FileReport):
+        self.ingest = ingest
         self.file_index = file_index
-        self.chunks: list[LineChunk] = []
+        self.source = source
+        self.report = report
+        self.batches: list[pa.RecordBatch] = []
         self.pending = 0
-        self.kept = 0
-        self.used = False
         self.undecodable: list[tuple[int, bytes]] = []
 
     def add(self, chunk: LineChunk) -> None:
-        self.chunks.append(chunk)
-        self.pending += len(chunk.lines)
-        self.used = True
+        numbers = pa.array(np.arange(chunk.first_line, chunk.first_line + len(chunk), dtype=np.int64))
+        raw = pa.LargeStringArray.from_buffers(len(chunk), pa.py_buffer(chunk.starts), pa.py_buffer(chunk.data))
+        try:
+            raw.validate(full=True)
+        except pa.ArrowInvalid:
+            numbers, raw = self._split_undecodable(chunk)
+        self.batches.append(pa.RecordBatch.from_arrays([numbers, raw], names=["line_no", "raw"]))
+        self.pending += len(chunk)
         if self.pending >= LINE_BATCH:
             self.flush()
 
     def flush(self) -> None:
-        for chunk in self.chunks:
-            numbers = pa.array(range(chunk.first_line, chunk.first_line + len(chunk.lines)), pa.int64())
-            try:
-                raw = pa.array(chunk.lines, pa.binary()).cast(pa.string())
-            except pa.ArrowInvalid:
-                numbers, raw = self._split_undecodable(chunk)
-            self.kept += self.stage.add_lines(self.file_index, pa.table({"line_no": numbers, "raw": raw}))
-        self.chunks, self.pending = [], 0
+        if not self.batches and not self.undecodable:
+            return
+        lines = pa.Table.from_batches(self.batches, schema=_LINE_SCHEMA)
+        self.ingest.check_lines(self.file_index, self.source, self.report, lines, self.undecodable)
+        self.batches, self.pending, self.undecodable = [], 0, []
 
     def _split_undecodable(self, chunk: LineChunk) -> tuple[pa.Array, pa.Array]:
         """Keep lines that are not UTF-8 apart for the Python path, which rejects them with their position."""
@@ -345,7 +355,10 @@ class _LineBuffer:
                 continue
             numbers.append(chunk.first_line + offset)
             texts.append(text)
-        return pa.array(numbers, pa.int64()), pa.array(texts, pa.binary()).cast(pa.string())
+        return pa.array(numbers, pa.int64()), pa.array(texts, pa.binary()).cast(pa.large_string())
+
+
+_LINE_SCHEMA = pa.schema([("line_no", pa.int64()), ("raw", pa.large_string())])
 
 
 def _dump_value(value: Any) -> str:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import ijson
+import numpy as np
 
 from ledger.normalize import pairs_to_dict, _Pairs
 
@@ -180,10 +181,24 @@ class _Gunzip(io.RawIOBase):
 
 @dataclass(slots=True)
 class LineChunk:
-    """Consecutive raw lines of a JSON Lines source, the first numbered `first_line`; blank lines included."""
+    """Consecutive raw lines of a JSON Lines source, the first numbered `first_line`; blank lines included.
+
+    Line ``i`` is ``data[starts[i]:starts[i + 1]]`` with its line break, so the
+    lines become an Arrow string array over `data` without a copy.
+    """
 
     first_line: int
-    lines: list[bytes]
+    data: bytes
+    starts: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.starts) - 1
+
+    @property
+    def lines(self) -> list[bytes]:
+        """The lines as separate byte strings, without their line breaks (slow: for the rare odd chunk)."""
+        starts = self.starts.tolist()
+        return [self.data[start:end].rstrip(b"\r\n") for start, end in zip(starts, starts[1:])]
 
 
 CHUNK_BYTES = 8 << 20
@@ -263,7 +278,7 @@ def _read_lines(source: SourceFile, stream: IO[bytes]) -> Iterator[RawRecord]:
 
 
 def _read_line_chunks(source: SourceFile, stream: IO[bytes]) -> Iterator[LineChunk]:
-    """Split a JSON Lines stream into chunks of lines with bytes.split, which is much faster than a loop a line."""
+    """Split a JSON Lines stream into chunks of whole lines, finding the line breaks with numpy."""
     carry = b""
     next_line = 1
     empty = True
@@ -273,20 +288,29 @@ def _read_line_chunks(source: SourceFile, stream: IO[bytes]) -> Iterator[LineChu
         block = stream.read1(CHUNK_BYTES)
         if not block:
             break
-        lines = (carry + block).split(b"\n")
-        carry = lines.pop()
-        if next_line == 1 and lines and lines[0].startswith(b"\xef\xbb\xbf"):
-            lines[0] = lines[0][3:]
         if empty and block.strip():
             empty = False
-        if lines:
-            yield LineChunk(next_line, lines)
-            next_line += len(lines)
+        data = carry + block if carry else block
+        breaks = np.flatnonzero(np.frombuffer(data, np.uint8) == 10)
+        if not len(breaks):
+            carry = data
+            continue
+        end = int(breaks[-1]) + 1
+        carry = data[end:]
+        starts = np.empty(len(breaks) + 1, np.int64)
+        starts[0] = 0
+        starts[1:] = breaks + 1
+        chunk = LineChunk(next_line, data[:end] if carry else data, starts)
+        if next_line == 1 and chunk.data.startswith(b"\xef\xbb\xbf"):
+            chunk.starts[0] = 3
+        yield chunk
+        next_line += len(chunk)
     if carry:
-        if next_line == 1 and carry.startswith(b"\xef\xbb\xbf"):
-            carry = carry[3:]
         empty = empty and not carry.strip()
-        yield LineChunk(next_line, [carry])
+        chunk = LineChunk(next_line, carry, np.array([0, len(carry)], np.int64))
+        if next_line == 1 and carry.startswith(b"\xef\xbb\xbf"):
+            chunk.starts[0] = 3
+        yield chunk
     if empty:
         source.shape = "empty"
         source.warnings.append(f"{source.name}: the file is empty")

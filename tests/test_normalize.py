@@ -394,11 +394,11 @@ def _sql_path(tmp_path: Path, texts: list[bytes]) -> tuple[dict[int, tuple], dic
     """Run lines through the stage's SQL checks; return staged rows and divergences by line number, and deferred lines."""
     stage = store.Stage(tmp_path)
     try:
-        stage.add_lines(0, pa.table({
+        lines = pa.table({
             "line_no": pa.array(range(1, len(texts) + 1), pa.int64()),
-            "raw": pa.array([text.decode("utf-8") for text in texts], pa.string()),
-        }))
-        staged, deferred, _ = stage.check_lines(0, "table.jsonl", None, 0)
+            "raw": pa.array([text.decode("utf-8") for text in texts], pa.large_string()),
+        })
+        staged, deferred, _ = stage.check_line_batch(lines, 0, "table.jsonl", None, 0)
         rows = stage.connection.execute(
             "SELECT seq, location, platform_id, run_id, deployment, status, actions_replayed, actions_total, "
             "divergences_detected, cost_savings, epoch_us(submitted_at), flags, extra::VARCHAR FROM submissions"

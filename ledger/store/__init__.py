@@ -20,7 +20,6 @@ import hashlib
 import logging
 import os
 import random
-import re
 import tempfile
 import time
 import uuid
@@ -35,7 +34,7 @@ import duckdb
 import pyarrow as pa
 
 from ledger import causes
-from ledger.models import ZONELESS_FLAG
+from ledger.store import lines as line_checks
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +42,7 @@ DEFAULT_LEDGER = "replay-ledger.duckdb"
 LEDGER_ENV = "REPLAY_LEDGER_DB"
 READ_BUDGET_SECONDS = 20.0
 WRITE_BUDGET_SECONDS = 3.0
-STAGE_MEMORY_LIMIT = "256MB"
+STAGE_MEMORY_LIMIT = "512MB"
 LEDGER_MEMORY_LIMIT = "512MB"
 
 SUBMISSION_COLUMNS = (
@@ -158,6 +157,23 @@ def _insert_arrow(connection: duckdb.DuckDBPyConnection, table: str, rows: pa.Ta
         connection.execute(f"INSERT INTO {table} SELECT * FROM arrow_rows").fetchall()
     finally:
         connection.unregister("arrow_rows")
+
+
+def _canonical_select(columns: tuple[tuple[str, str], ...]) -> str:
+    """Select list that stages Arrow rows as `columns`: JSON in DuckDB's canonical text, money from micro-dollars.
+
+    The SQL path of `ledger.store.lines` writes JSON values as DuckDB does, so
+    rows from Python pass through json() to store the same text for the same value.
+    """
+    parts = []
+    for name, kind in columns:
+        if name == "cost_savings":
+            parts.append("CAST(cost_micros AS DECIMAL(18, 0)) * CAST(0.000001 AS DECIMAL(7, 6))")
+        elif kind.startswith("JSON"):
+            parts.append(f"json({name})")
+        else:
+            parts.append(name)
+    return ", ".join(parts)
 
 
 def classify_divergences(connection: duckdb.DuckDBPyConnection, source: str, target: str, key: str) -> int:
@@ -523,6 +539,7 @@ class Stage:
             "CREATE TABLE batch (origin VARCHAR, sources VARCHAR[], started_at TIMESTAMPTZ, report JSON)"
         )
         self.connection.execute("CREATE TABLE dropped_files (file_index INTEGER NOT NULL)")
+        self.connection.execute(f"CREATE TABLE {STAGE_FORMAT_TABLE} (written_by VARCHAR)")
 
     def append(self, table: str, batch: pa.Table) -> None:
         """Append an Arrow table whose columns match the staged table's, in order."""
@@ -534,60 +551,24 @@ class Stage:
 
     def append_submissions(self, batch: pa.Table) -> None:
         """Append submissions whose money column is ``cost_micros`` (int64) instead of ``cost_savings``."""
-        select = ", ".join(
-            "CAST(cost_micros AS DECIMAL(18, 0)) * CAST(0.000001 AS DECIMAL(7, 6))" if name == "cost_savings" else name
-            for name, _ in STAGE_SUBMISSION_COLUMNS
-        )
+        self._append_canonical("submissions", STAGE_SUBMISSION_COLUMNS, batch)
+
+    def append_divergences(self, batch: pa.Table) -> None:
+        """Append divergences whose JSON columns hold any valid JSON text; they are stored in canonical text."""
+        self._append_canonical("divergences", STAGE_DIVERGENCE_COLUMNS, batch)
+
+    def _append_canonical(self, table: str, columns: tuple[tuple[str, str], ...], batch: pa.Table) -> None:
         self.connection.register("arrow_batch", batch)
         try:
-            self.connection.execute(f"INSERT INTO submissions SELECT {select} FROM arrow_batch")
+            self.connection.execute(f"INSERT INTO {table} SELECT {_canonical_select(columns)} FROM arrow_batch")
         finally:
             self.connection.unregister("arrow_batch")
 
-    def add_lines(self, file_index: int, lines: pa.Table) -> int:
-        """Hold raw JSON Lines (columns line_no int64, raw string) of one file for `check_lines`.
-
-        Blank lines are dropped; returns how many lines were kept.
-        """
-        self.connection.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS raw_lines (file_index INTEGER, line_no BIGINT, raw VARCHAR)"
-        )
-        self.connection.register("arrow_lines", lines)
-        try:
-            return self.connection.execute(
-                "INSERT INTO raw_lines SELECT ?, line_no, raw FROM arrow_lines "
-                "WHERE trim(raw, ' \t\r\n') <> ''",
-                [file_index],
-            ).fetchone()[0]
-        finally:
-            self.connection.unregister("arrow_lines")
-
-    def check_lines(
-        self, file_index: int, name: str, deployment: str | None, first_seq: int
+    def check_line_batch(
+        self, lines: pa.Table, file_index: int, name: str, deployment: str | None, first_seq: int
     ) -> tuple[int, list[tuple[int, str]], list[int]]:
-        """Validate a file's held lines in SQL and stage the clean ones.
-
-        Returns (records staged, deferred lines as (line_no, raw), line numbers of
-        zone-less timestamps). Deferred lines are every line the SQL rules cannot
-        accept for certain; the caller validates them in Python, which accepts or
-        rejects each with its reason.
-        """
-        parameters = {"file_index": file_index, "name": name, "deployment": deployment, "first_seq": first_seq}
-        for statement in _LINE_CHECK_SQL:
-            self.connection.execute(statement, {key: parameters[key] for key in _parameters_of(statement)})
-        staged = self.connection.execute("SELECT count(*) FROM line_accepted").fetchone()[0]
-        deferred = self.connection.execute(
-            "SELECT line_no, raw FROM raw_lines WHERE file_index = $file_index "
-            "AND line_no NOT IN (SELECT line_no FROM line_accepted) ORDER BY line_no",
-            {"file_index": file_index},
-        ).fetchall()
-        zoneless = [row[0] for row in self.connection.execute(
-            "SELECT line_no FROM line_accepted WHERE zoneless ORDER BY line_no"
-        ).fetchall()]
-        self.connection.execute("DELETE FROM raw_lines WHERE file_index = $file_index", {"file_index": file_index})
-        for table in ("line_fields", "line_divergences", "line_accepted"):
-            self.connection.execute(f"DROP TABLE IF EXISTS {table}")
-        return staged, deferred, zoneless
+        """Validate a batch of a file's raw JSON Lines in SQL and stage the clean ones; see `lines.check_batch`."""
+        return line_checks.check_batch(self.connection, lines, file_index, name, deployment, first_seq)
 
     def classify_divergences(self) -> int:
         """Classify every staged divergence into the stage's cause rows, keyed by (seq, position); return how many.
@@ -618,148 +599,6 @@ class Stage:
         except duckdb.Error:
             pass
         _remove_tree(self.path.parent)
-
-
-def _parameters_of(statement: str) -> list[str]:
-    return sorted(set(re.findall(r"\$([a-z_]+)", statement)))
-
-
-# The SQL validation path for JSON Lines. It accepts a line only when every rule of
-# ledger.models holds for certain, in a deliberately narrow form: strict JSON (DuckDB
-# also accepts trailing commas, NaN and Infinity, so those lines are deferred), the
-# canonical lower-case field names, printable ASCII ids and ISO-8601 timestamps of
-# one layout. Every other line is deferred to the Python path, which decides it and
-# explains a rejection. Both paths store the same values for a line both accept.
-_PRINTABLE = "[\\x21-\\x7e](?:[\\x20-\\x7e]*[\\x21-\\x7e])?"
-_ISO_LAYOUT = (
-    "\\d{4}-\\d{2}-\\d{2}T(?:[01]\\d|2[0-3]):[0-5]\\d:[0-5]\\d(?:\\.\\d{1,6})?(?:Z|[+-](?:[01]\\d|2[0-3]):[0-5]\\d)?"
-)
-_ALIASES_NOT_CANONICAL = (
-    "'runid', 'submission_id', 'divergence_count', 'divergences_count', 'cost_saved', 'savings_usd', "
-    "'created_at', 'timestamp'"
-)
-_KNOWN_FIELDS_PATCH = (
-    '{"run_id": null, "status": null, "actions_replayed": null, "actions_total": null, '
-    '"divergences_detected": null, "divergences": null, "cost_savings": null, "submitted_at": null, '
-    '"deployment": null, "id": null}'
-)
-_FIELDS_STRUCTURE = (
-    '{"run_id": "JSON", "status": "JSON", "actions_replayed": "JSON", "actions_total": "JSON", '
-    '"divergences_detected": "JSON", "divergences": "JSON", "cost_savings": "JSON", "submitted_at": "JSON", '
-    '"deployment": "JSON", "id": "JSON"}'
-)
-_FIELD_NAMES = (
-    "['run_id', 'status', 'actions_replayed', 'actions_total', 'divergences_detected', 'divergences', "
-    "'cost_savings', 'submitted_at', 'deployment', 'id']"
-)
-_LINE_CHECK_SQL = [
-    f"""
-    CREATE OR REPLACE TEMP TABLE line_fields AS
-    SELECT line_no, json_keys(raw) AS keys, json_transform(raw, '{_FIELDS_STRUCTURE}') AS f
-    FROM raw_lines
-    WHERE file_index = $file_index
-      AND json_valid(raw)
-      AND starts_with(ltrim(raw), '{{')
-      AND NOT regexp_matches(raw, ',\\s*[\\]}}]')
-      AND NOT regexp_matches(raw, '(?i)[\\[:,]\\s*[-+]?(?:nan|inf|infinity)\\s*[,\\]}}]')
-      AND NOT regexp_matches(raw, '[:\\[,]\\s*-?[0-9.]+[eE][+]?[0-9]{{3}}')
-    """,
-    f"""
-    CREATE OR REPLACE TEMP TABLE line_divergences AS
-    WITH listed AS (
-        SELECT line_no, from_json(f.divergences, '["JSON"]') AS items
-        FROM line_fields
-        WHERE json_type(f.divergences) = 'ARRAY' AND json_array_length(f.divergences) > 0
-    ), unnested AS (
-        SELECT line_no, unnest(items) AS d, unnest(range(len(items))) AS position FROM listed
-    ), parts AS (
-        SELECT line_no, position, d, json_keys(d) AS keys,
-               json_transform(d, '{{"type": "JSON", "index": "JSON", "action": "JSON"}}') AS p
-        FROM unnested
-    )
-    SELECT line_no, position, d, p.type ->> '$' AS type, p.action ->> '$' AS action,
-           TRY_CAST(p.index ->> '$' AS BIGINT) AS action_index,
-           coalesce(
-               json_type(d) = 'OBJECT'
-               AND len(keys) = len(list_distinct(keys))
-               AND json_type(p.type) = 'VARCHAR'
-               AND regexp_full_match(p.type ->> '$', '{_PRINTABLE}')
-               AND coalesce(json_type(p.index), 'NULL') IN ('NULL', 'UBIGINT')
-               AND coalesce(TRY_CAST(p.index ->> '$' AS UBIGINT) < 4611686018427387904, TRUE)
-               AND coalesce(json_type(p.action), 'NULL') IN ('NULL', 'VARCHAR'),
-               FALSE) AS valid
-    FROM parts
-    """,
-    f"""
-    CREATE OR REPLACE TEMP TABLE line_accepted AS
-    WITH typed AS (
-        SELECT line_no, keys, f,
-               f.run_id ->> '$' AS run_id, f.status ->> '$' AS status,
-               TRY_CAST(f.actions_replayed ->> '$' AS UBIGINT) AS replayed,
-               TRY_CAST(f.actions_total ->> '$' AS UBIGINT) AS total,
-               TRY_CAST(f.divergences_detected ->> '$' AS UBIGINT) AS detected,
-               json_array_length(f.divergences) AS listed,
-               TRY_CAST(f.cost_savings ->> '$' AS DOUBLE) AS savings,
-               f.submitted_at ->> '$' AS submitted_text,
-               f.deployment ->> '$' AS deployment, f.id ->> '$' AS platform_id
-        FROM line_fields
-    )
-    SELECT line_no, run_id, status, replayed, total, coalesce(detected, listed) AS detected,
-           CAST(CAST(savings AS VARCHAR) AS DECIMAL(18, 6)) AS cost_savings,
-           CAST(submitted_text AS TIMESTAMPTZ) AS submitted_at,
-           NOT regexp_matches(submitted_text, '(?:Z|[+-]\\d\\d:\\d\\d)$') AS zoneless,
-           deployment, platform_id,
-           NOT list_has_all({_FIELD_NAMES}, keys) AS has_extra
-    FROM typed
-    WHERE coalesce(
-        len(keys) = len(list_distinct(keys))
-        AND NOT list_has_any(keys, [{_ALIASES_NOT_CANONICAL}])
-        AND NOT regexp_matches(array_to_string(keys, chr(31)), '[A-Z]')
-        AND json_type(f.run_id) = 'VARCHAR' AND regexp_full_match(run_id, '{_PRINTABLE}') AND length(run_id) <= 256
-        AND json_type(f.status) = 'VARCHAR' AND status IN ('success', 'partial', 'failed')
-        AND json_type(f.actions_replayed) = 'UBIGINT' AND json_type(f.actions_total) = 'UBIGINT'
-        AND total < 4611686018427387904 AND replayed <= total
-        AND CASE
-            WHEN f.divergences_detected IS NULL THEN json_type(f.divergences) = 'ARRAY'
-            ELSE json_type(f.divergences_detected) = 'UBIGINT' AND detected < 4611686018427387904
-                 AND (f.divergences IS NULL OR (json_type(f.divergences) = 'ARRAY' AND detected = listed))
-            END
-        AND json_type(f.cost_savings) IN ('UBIGINT', 'DOUBLE')
-        AND isfinite(savings) AND savings BETWEEN 0 AND 999999999.999999
-        AND json_type(f.submitted_at) = 'VARCHAR' AND regexp_full_match(submitted_text, '{_ISO_LAYOUT}')
-        AND TRY_CAST(submitted_text AS TIMESTAMPTZ) >= TIMESTAMPTZ '2000-01-01 00:00:00+00'
-        AND TRY_CAST(submitted_text AS TIMESTAMPTZ) < TIMESTAMPTZ '2100-01-01 00:00:00+00'
-        AND (f.deployment IS NULL OR (json_type(f.deployment) = 'VARCHAR'
-                                      AND regexp_full_match(deployment, '{_PRINTABLE}') AND length(deployment) <= 128))
-        AND (f.id IS NULL OR (json_type(f.id) = 'VARCHAR'
-                              AND regexp_full_match(platform_id, '{_PRINTABLE}') AND length(platform_id) <= 256))
-        AND line_no NOT IN (SELECT line_no FROM line_divergences WHERE NOT valid),
-        FALSE)
-    """,
-    f"""
-    INSERT INTO submissions
-    SELECT $first_seq + row_number() OVER (ORDER BY a.line_no) - 1,
-           $file_index, a.platform_id, a.run_id, coalesce($deployment, a.deployment, 'unknown'), a.status,
-           a.replayed, a.total, a.detected, a.cost_savings, a.submitted_at, NULL,
-           $name || ':' || a.line_no,
-           CASE WHEN a.zoneless THEN ['{ZONELESS_FLAG}'] END,
-           CASE WHEN a.has_extra THEN nullif(json_merge_patch(r.raw, '{_KNOWN_FIELDS_PATCH}'), '{{}}') END
-    FROM line_accepted AS a
-    JOIN raw_lines AS r ON r.file_index = $file_index AND r.line_no = a.line_no
-    """,
-    """
-    INSERT INTO divergences
-    SELECT a.seq, d.position, d.type, d.action, d.action_index,
-           CASE WHEN d.type = 'action_mismatch' THEN d.d -> '$.expected'
-                ELSE coalesce(d.d -> '$.expected_inputs', d.d -> '$.expected') END,
-           CASE WHEN d.type = 'action_mismatch' THEN d.d -> '$.actual'
-                ELSE coalesce(d.d -> '$.actual_inputs', d.d -> '$.actual') END,
-           json_merge_patch(d.d, '{"expected_inputs": null, "actual_inputs": null}')
-    FROM line_divergences AS d
-    JOIN (SELECT line_no, $first_seq + row_number() OVER (ORDER BY line_no) - 1 AS seq FROM line_accepted) AS a
-    USING (line_no)
-    """,
-]
 
 
 def fsync_path(path: Path) -> None:
@@ -813,13 +652,13 @@ _INCOMING_SQL = """
 CREATE OR REPLACE TEMP TABLE incoming AS
 WITH divergence_texts AS (
     SELECT seq,
-           string_agg(concat_ws(chr(31), coalesce(json(expected)::VARCHAR, '-'),
-                                coalesce(json(actual)::VARCHAR, '-'), json(detail)::VARCHAR),
+           string_agg(concat_ws(chr(31), coalesce({json}(expected)::VARCHAR, '-'),
+                                coalesce({json}(actual)::VARCHAR, '-'), {json}(detail)::VARCHAR),
                       chr(30) ORDER BY position) AS text
     FROM {stage}.divergences
     GROUP BY seq
 ), hashed AS (
-    SELECT s.*,
+    SELECT s.seq, s.file_index, s.platform_id,
            left(sha256(concat_ws(chr(31), s.run_id, s.status, s.actions_replayed, s.actions_total,
                                  s.divergences_detected, s.cost_savings,
                                  CASE WHEN s.anchor IS NULL THEN epoch_us(s.submitted_at)::VARCHAR
@@ -847,16 +686,33 @@ SELECT i.*,
 FROM incoming AS i;
 """
 _MERGE_SQL = _INCOMING_SQL + _FLAG_DUPLICATES_SQL
+# A stage written by this release holds every JSON value in DuckDB's canonical text (marked by
+# this table). Older inbox batches may not, so the merge rewrites their values with json().
+STAGE_FORMAT_TABLE = "canonical_json"
+
+
+def _incoming_sql(stage: str, canonical: bool) -> str:
+    return _MERGE_SQL.format(stage=stage, json="" if canonical else "json")
+
+
+def _kept_rows(stage: str, identities: str) -> str:
+    """A subquery of the staged submissions of `stage` joined to the kept rows of `identities` by seq."""
+    return (
+        f"(SELECT s.*, k.submission_id, k.content_hash FROM {stage}.submissions AS s "
+        f"JOIN {identities} AS k USING (seq))"
+    )
 
 
 def _merge_one(connection: duckdb.DuckDBPyConnection, stage_file: Path, ingest_id: int) -> tuple[dict, dict]:
     alias = "stage_" + hashlib.sha1(str(stage_file).encode()).hexdigest()[:10]
     connection.execute(f"ATTACH '{_quote(stage_file)}' AS {alias} (READ_ONLY)")
     try:
-        connection.execute(_MERGE_SQL.format(stage=alias))
-        _insert_submissions(
-            connection, "(SELECT * FROM incoming_flagged WHERE NOT duplicate)", f"{alias}.divergences", ingest_id
-        )
+        canonical = connection.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND table_name = ?", [alias, STAGE_FORMAT_TABLE]
+        ).fetchall()[0][0] > 0
+        connection.execute(_incoming_sql(alias, canonical))
+        kept = _kept_rows(alias, "(SELECT seq, submission_id, content_hash FROM incoming_flagged WHERE NOT duplicate)")
+        _insert_submissions(connection, kept, f"{alias}.divergences", ingest_id, canonical=canonical)
         _merge_causes(connection, alias)
         rejected_names = ", ".join(name for name, _ in REJECTED_COLUMNS)
         connection.execute(
@@ -887,11 +743,14 @@ def _merge_one(connection: duckdb.DuckDBPyConnection, stage_file: Path, ingest_i
         connection.execute(f"DETACH {alias}")
 
 
-def _insert_submissions(connection: duckdb.DuckDBPyConnection, kept: str, divergences: str, ingest_id: int) -> None:
+def _insert_submissions(
+    connection: duckdb.DuckDBPyConnection, kept: str, divergences: str, ingest_id: int, *, canonical: bool
+) -> None:
     """Insert the submissions of `kept` under `ingest_id`, and their divergences from the staged `divergences`.
 
-    `kept` is a table or subquery with the stage's columns plus `submission_id`;
-    divergences join it on `seq`.
+    `kept` is a table or subquery with the stage's columns plus `submission_id`
+    and `content_hash`; divergences join it on `seq`. With `canonical` False
+    the JSON values are rewritten in canonical text on the way.
     """
     names = ", ".join(name for name, _ in SUBMISSION_COLUMNS)
     connection.execute(
@@ -901,7 +760,8 @@ def _insert_submissions(connection: duckdb.DuckDBPyConnection, kept: str, diverg
     # json() rewrites JSON text in one canonical form, so a value stores the same text
     # whichever path validated it.
     divergence_names = ", ".join(
-        f"json(d.{name})" if kind.startswith("JSON") else f"d.{name}" for name, kind in DIVERGENCE_COLUMNS[1:]
+        f"json(d.{name})" if kind.startswith("JSON") and not canonical else f"d.{name}"
+        for name, kind in DIVERGENCE_COLUMNS[1:]
     )
     connection.execute(
         f"INSERT INTO divergences SELECT kept.submission_id, {divergence_names} FROM {divergences} AS d "
@@ -1108,10 +968,9 @@ def stage_receiver_rows(connection: duckdb.DuckDBPyConnection, table: str, rows:
         raise ValueError(f"unknown receiver stage table {table!r}")
     select = "*"
     if table == "submissions":
-        select = ", ".join(
-            "CAST(cost_micros AS DECIMAL(18, 0)) * CAST(0.000001 AS DECIMAL(7, 6))" if name == "cost_savings" else name
-            for name, _ in STAGE_SUBMISSION_COLUMNS
-        )
+        select = _canonical_select(STAGE_SUBMISSION_COLUMNS)
+    elif table == "divergences":
+        select = _canonical_select(STAGE_DIVERGENCE_COLUMNS)
     # A cursor of its own: DuckDB refuses register() on a connection with an unfinished result.
     with connection.cursor() as cursor:
         cursor.register("receiver_rows", rows)
@@ -1224,7 +1083,7 @@ def commit_receiver_stage(
     """
     connection.execute("BEGIN TRANSACTION")
     try:
-        connection.execute(_INCOMING_SQL.format(stage="memory.main"))
+        connection.execute(_INCOMING_SQL.format(stage="memory.main", json=""))
         posts = connection.execute("SELECT count(*) FROM incoming").fetchone()[0]
         actions = connection.execute("SELECT count(*) FROM memory.main.recorded_actions").fetchone()[0]
         if ingest_id is None:
@@ -1257,7 +1116,9 @@ def commit_receiver_stage(
 
 def _insert_incoming(connection: duckdb.DuckDBPyConnection, ingest_id: int) -> None:
     """Insert the submissions of the `incoming` table, with their divergences and causes, under `ingest_id`."""
-    _insert_submissions(connection, "incoming", "memory.main.divergences", ingest_id)
+    _insert_submissions(
+        connection, _kept_rows("memory.main", "incoming"), "memory.main.divergences", ingest_id, canonical=True
+    )
     cause_names = ", ".join(f"c.{name}" for name, _ in CAUSE_COLUMNS[1:])
     connection.execute(
         f"INSERT INTO divergence_causes SELECT i.submission_id, {cause_names} FROM memory.main.divergence_causes "
