@@ -479,3 +479,35 @@ def test_ingest_big_single_line_page_bounded_memory(tmp_path):
     assert count == BIG_PAGE_RECORDS
     assert distinct == BIG_PAGE_RECORDS
     assert (first, last) == ("run-0", "run-99999")
+
+
+def test_json_lines_split_into_small_chunks_and_batches(tmp_path, ledger, monkeypatch):
+    """Lines cut across reads and checked in several SQL batches keep their numbers."""
+    from ledger import ingest, readers
+
+    monkeypatch.setattr(readers, "CHUNK_BYTES", 100)
+    monkeypatch.setattr(ingest, "LINE_BATCH", 3)
+    staged_by_sql = []
+    check = store.Stage.check_line_batch
+
+    def counting_check(stage, lines, *arguments):
+        result = check(stage, lines, *arguments)
+        staged_by_sql.append(result[0])
+        return result
+
+    monkeypatch.setattr(store.Stage, "check_line_batch", counting_check)
+    rows = [json.dumps(record(number)) for number in range(1, 8)]
+    text = "\r\n".join(rows[:3]) + "\r\n\n  \n" + "{not json}\n" + "\n".join(rows[3:])
+    path = tmp_path / "chunks.jsonl"
+    path.write_bytes(text.encode())
+    report = ingest_paths(ledger, [str(path)])
+    assert (report.read, report.ingested) == (8, 7)
+    assert len(staged_by_sql) >= 3
+    assert sum(staged_by_sql) == 7
+    assert [item.location for item in report.files[0].rejected] == [f"{path}:6"]
+    assert stored_run_ids(ledger) == [f"run-{number}" for number in range(1, 8)]
+    with store.reading(ledger) as connection:
+        locations = dict(connection.execute("SELECT run_id, location FROM submissions").fetchall())
+    assert locations["run-1"] == f"{path}:1"
+    assert locations["run-4"] == f"{path}:7"
+    assert locations["run-7"] == f"{path}:10"
