@@ -176,20 +176,32 @@ def _canonical_select(columns: tuple[tuple[str, str], ...]) -> str:
     return ", ".join(parts)
 
 
-def classify_divergences(connection: duckdb.DuckDBPyConnection, source: str, target: str, key: str) -> int:
+def classify_divergences(
+    connection: duckdb.DuckDBPyConnection, source: str, target: str, key: str, *, sql_fast_path: bool = True
+) -> int:
     """Classify the divergences of table `source` in batches and append their cause rows to `target`; return how many.
 
     `source` has the column `key` (``seq`` or ``submission_id``), ``position``,
-    ``type``, ``expected`` and ``actual``. Batches are ranges of DuckDB's
-    ``rowid`` of `CLASSIFY_BATCH_ROWS` rows, read into Arrow and classified in
-    Python by `causes.cause_rows`. Everything runs on `connection`, so inside a
-    transaction the rows land in that transaction.
+    ``type``, ``expected`` and ``actual``. With `sql_fast_path`, DuckDB SQL
+    classifies the divergences it can decide exactly (`cause_sql`) and
+    `causes.cause_rows` the rest, which stores the same rows. Without it,
+    batches are ranges of DuckDB's ``rowid`` of `CLASSIFY_BATCH_ROWS` rows,
+    read into Arrow and classified in Python by `causes.cause_rows`.
+    Everything runs on `connection`, so inside a transaction the rows land in
+    that transaction.
     """
+    from ledger.store import cause_sql
+
     # fetchall, not fetchone: DuckDB refuses connection.sql() while a result is still open.
     # Rows a transaction has not committed yet get rowids from 2**62 up, so the range starts at min(rowid).
     first, last = connection.execute(f"SELECT min(rowid), max(rowid) FROM {source}").fetchall()[0]
     if last is None:
         return 0
+    if sql_fast_path:
+        # Six Python batches a SQL batch: each SQL batch runs several statements, and 120,000
+        # rows (the default) stay within one DuckDB row group and the stage's memory limit.
+        batch_rows = 6 * CLASSIFY_BATCH_ROWS
+        return cause_sql.classify_table(connection, source, target, key, first, last, batch_rows).rows
     stored = 0
     for low in range(first, last + 1, CLASSIFY_BATCH_ROWS):
         batch = connection.sql(
