@@ -199,8 +199,12 @@ Progress = Callable[[int], None]
 class _Ingest:
     """The mutable state of one ingest while it stages records."""
 
-    def __init__(self, stage: store.Stage, deployment: str | None, strict: bool, progress: Progress | None):
+    def __init__(
+        self, stage: store.Stage, deployment: str | None, strict: bool, progress: Progress | None,
+        classify_causes: bool = True,
+    ):
         self.stage = stage
+        self.classify_causes = classify_causes
         self.deployment = deployment
         self.strict = strict
         self.progress = progress
@@ -215,6 +219,8 @@ class _Ingest:
             self.stage.append_submissions(submissions)
             self.stage.append_divergences(divergences)
             self.columns = _Columns()
+            if self.classify_causes:
+                self.stage.classify_new_divergences()
         if self.rejected["location"]:
             self.stage.append("rejected", pa.table(
                 {name: pa.array(values, type=_REJECTED_FIELDS[name]) for name, values in self.rejected.items()}
@@ -270,6 +276,8 @@ class _Ingest:
         if lines.num_rows:
             numbers = lines.column("line_no")
             self.seq += numbers[-1].as_py() - numbers[0].as_py() + 1
+        if staged and self.classify_causes:
+            self.stage.classify_new_divergences()
         report.read += staged + len(deferred) + len(undecodable)
         for line_no in zoneless:
             report.warnings.append(f"{source.name}:{line_no}: {ZONELESS_FLAG}")
@@ -413,12 +421,12 @@ def ingest_sources(
     report = IngestReport(skipped=list(skipped or []))
     stage = store.Stage()
     try:
-        state = _Ingest(stage, deployment, strict, progress)
+        state = _Ingest(stage, deployment, strict, progress, classify_causes)
         for file_index, source in enumerate(sources):
             report.files.append(state.stage_file(file_index, source))
         state.flush()
         if classify_causes:
-            stage.classify_divergences()
+            stage.finish_classifying()
         summary = _summary_json(report)
         stage.describe(origin, [source.name for source in sources], started_at, summary)
         stage_file = stage.seal()

@@ -123,6 +123,56 @@ def test_ingest_causes_equal_classifier_sample(ledger):
     assert sorted(set(stored)) == sorted(set(expected))
 
 
+def test_ingest_classifies_batches_in_background(ledger, monkeypatch):
+    """Many small batches classified while later ones are staged: every divergence once, none missed."""
+    from ledger import ingest
+
+    monkeypatch.setattr(ingest, "LINE_BATCH", 40)
+    monkeypatch.setattr(ingest, "BATCH_ROWS", 25)
+    raw = [json.loads(line) for line in SAMPLE_REPLAYS.read_text().splitlines()]
+    ingest_paths(ledger, [str(SAMPLE_REPLAYS)])
+
+    stored = stored_causes(ledger)
+    repeated = query(ledger, """
+        SELECT count(*) FROM (SELECT submission_id, position, ordinal FROM divergence_causes
+                              GROUP BY ALL HAVING count(*) > 1)
+    """)
+    unclassified = query(ledger, """
+        SELECT count(*) FROM divergences AS d
+        WHERE NOT EXISTS (SELECT 1 FROM divergence_causes AS c
+                          WHERE c.submission_id = d.submission_id AND c.position = d.position)
+          AND d.expected IS DISTINCT FROM d.actual
+    """)
+    assert repeated == [(0,)]
+    assert unclassified == [(0,)]
+    assert sorted(set(stored)) == sorted(set(expected_causes(raw)))
+
+
+@pytest.mark.parametrize("sql_fast_path", [True, False], ids=["sql", "python"])
+def test_classify_rowid_range_only(tmp_path, sql_fast_path):
+    stage = store.Stage(tmp_path)
+    try:
+        divergence = seed_divergence(0.5310232891183427)
+        stage.append_divergences(pa.table({
+            "seq": pa.array(range(10), pa.int64()),
+            "position": pa.array([0] * 10, pa.int32()),
+            "type": ["input_mismatch"] * 10,
+            "action": ["summarize"] * 10,
+            "action_index": pa.array([1] * 10, pa.int64()),
+            "expected": [json.dumps(divergence["expected_inputs"])] * 10,
+            "actual": [json.dumps(divergence["actual_inputs"])] * 10,
+            "detail": ['{"type":"input_mismatch"}'] * 10,
+        }))
+        stored = store.classify_divergences(
+            stage.connection, "divergences", "divergence_causes", "seq", sql_fast_path=sql_fast_path, rowids=(2, 5),
+        )
+        seqs = stage.connection.execute("SELECT seq FROM divergence_causes ORDER BY seq").fetchall()
+    finally:
+        stage.discard()
+    assert stored == 4
+    assert seqs == [(2,), (3,), (4,), (5,)]
+
+
 @pytest.mark.parametrize("suffix", ["jsonl", "json"])
 def test_ingest_both_paths_store_causes(tmp_path, suffix):
     records = [

@@ -24,6 +24,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -177,7 +178,8 @@ def _canonical_select(columns: tuple[tuple[str, str], ...]) -> str:
 
 
 def classify_divergences(
-    connection: duckdb.DuckDBPyConnection, source: str, target: str, key: str, *, sql_fast_path: bool = True
+    connection: duckdb.DuckDBPyConnection, source: str, target: str, key: str, *, sql_fast_path: bool = True,
+    rowids: tuple[int, int] | None = None,
 ) -> int:
     """Classify the divergences of table `source` in batches and append their cause rows to `target`; return how many.
 
@@ -188,13 +190,16 @@ def classify_divergences(
     batches are ranges of DuckDB's ``rowid`` of `CLASSIFY_BATCH_ROWS` rows,
     read into Arrow and classified in Python by `causes.cause_rows`.
     Everything runs on `connection`, so inside a transaction the rows land in
-    that transaction.
+    that transaction. `rowids` (first, last) limits the work to those rowids.
     """
     from ledger.store import cause_sql
 
-    # fetchall, not fetchone: DuckDB refuses connection.sql() while a result is still open.
-    # Rows a transaction has not committed yet get rowids from 2**62 up, so the range starts at min(rowid).
-    first, last = connection.execute(f"SELECT min(rowid), max(rowid) FROM {source}").fetchall()[0]
+    if rowids is not None:
+        first, last = rowids
+    else:
+        # fetchall, not fetchone: DuckDB refuses connection.sql() while a result is still open.
+        # Rows a transaction has not committed yet get rowids from 2**62 up, so the range starts at min(rowid).
+        first, last = connection.execute(f"SELECT min(rowid), max(rowid) FROM {source}").fetchall()[0]
     if last is None:
         return 0
     if sql_fast_path:
@@ -207,7 +212,7 @@ def classify_divergences(
         batch = connection.sql(
             f"SELECT {key}, position, type, expected::VARCHAR AS expected, actual::VARCHAR AS actual "
             f"FROM {source} WHERE rowid >= ? AND rowid < ?",
-            params=[low, low + CLASSIFY_BATCH_ROWS],
+            params=[low, min(low + CLASSIFY_BATCH_ROWS, last + 1)],
         ).to_arrow_table()
         rows = causes.cause_rows(batch, key)
         _insert_arrow(connection, target, rows)
@@ -541,6 +546,10 @@ class Stage:
         folder = tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{os.getpid()}-", dir=directory)
         self.path = Path(folder) / "stage.duckdb"
         self.connection = duckdb.connect(str(self.path), config={"memory_limit": STAGE_MEMORY_LIMIT})
+        self._classifier: ThreadPoolExecutor | None = None
+        self._classifier_connection: duckdb.DuckDBPyConnection | None = None
+        self._classifying: list[Future] = []
+        self._classified_below = 0
         # Zone-less timestamps are cast in the session's zone, and the documented rule is UTC.
         self.connection.execute("SET TimeZone = 'UTC'")
         self.connection.execute(f"CREATE TABLE submissions ({_columns(STAGE_SUBMISSION_COLUMNS)})")
@@ -590,6 +599,45 @@ class Stage:
         """
         return classify_divergences(self.connection, "divergences", "divergence_causes", "seq")
 
+    def classify_new_divergences(self) -> None:
+        """Start classifying the divergences staged since the last call, in a background thread.
+
+        The thread has a connection of its own to the stage, so DuckDB
+        classifies one batch while this connection validates and stages the
+        next, and the two share the cores. Call `finish_classifying` before
+        `seal`.
+        """
+        top = self.connection.execute("SELECT max(rowid) FROM divergences").fetchall()[0][0]
+        if top is None or top < self._classified_below:
+            return
+        if self._classifier is None:
+            self._classifier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay-ledger-classify")
+            self._classifier_connection = self.connection.cursor()
+        low, self._classified_below = self._classified_below, top + 1
+        self._classifying.append(self._classifier.submit(
+            classify_divergences, self._classifier_connection, "divergences", "divergence_causes", "seq",
+            rowids=(low, top),
+        ))
+
+    def finish_classifying(self) -> int:
+        """Classify what is left, wait for the background thread and return how many cause rows it stored.
+
+        Raises the first error of the background classification.
+        """
+        self.classify_new_divergences()
+        try:
+            return sum(future.result() for future in self._classifying)
+        finally:
+            self._stop_classifier()
+
+    def _stop_classifier(self) -> None:
+        if self._classifier is not None:
+            self._classifier.shutdown(wait=True, cancel_futures=True)
+            self._classifier_connection.close()
+        self._classifier = None
+        self._classifier_connection = None
+        self._classifying = []
+
     def drop_file(self, file_index: int) -> None:
         """Keep a file's records out of the merge (strict mode); its rejections stay."""
         self.connection.execute("INSERT INTO dropped_files VALUES (?)", [file_index])
@@ -606,6 +654,7 @@ class Stage:
         return self.path
 
     def discard(self) -> None:
+        self._stop_classifier()
         try:
             self.connection.close()
         except duckdb.Error:

@@ -351,7 +351,7 @@ def classify_table(
     create_macros(connection)
     counts = ClassifyCounts()
     for low in range(first, last + 1, batch_rows):
-        counts.add(classify_batch(connection, source, target, key, low, low + batch_rows))
+        counts.add(classify_batch(connection, source, target, key, low, min(low + batch_rows, last + 1)))
     drop_tables(connection)
     return counts
 
