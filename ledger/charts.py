@@ -1,4 +1,7 @@
-"""Altair chart builders: plain functions from query results to charts, with no Streamlit in them.
+"""Chart builders: plain functions from query results to Vega-Lite charts, with no Streamlit in them.
+
+The trend charts are `LayeredChart` objects, Vega-Lite dictionaries built
+directly; the ROI charts and the marker and shift rules are Altair charts.
 
 Time axes show the wall clock of the zone the buckets were computed in, not
 the browser's zone. Vega-Lite can format times only in UTC or in the
@@ -17,10 +20,12 @@ rows, so a chart never ships a large result to the browser.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import altair as alt
 import pandas as pd
@@ -163,26 +168,39 @@ def marker_rules(groups: Sequence[MarkerGroup], zone: str) -> list[alt.Chart]:
     """
     if not groups:
         return []
+    frame, layers = _marker_layers(groups, zone)
+    return [_rule_chart(frame, layer) for layer in layers]
+
+
+def _marker_layers(groups: Sequence[MarkerGroup], zone: str) -> tuple[pd.DataFrame, list[dict]]:
+    """Return the rows of `marker_rules` and its two layers as Vega-Lite dictionaries without data."""
     frame = _group_rows(groups, zone)
     _check_size(frame, "deploy marker")
     time_title = next(column for column in frame.columns if column.startswith("Deployed at"))
-    tooltip = _tooltips("Deploys", "Deployment", "Version", time_title, "Note", "Verdict")
-    color = alt.Color(
-        field="verdict",
-        type="nominal",
-        scale=alt.Scale(domain=list(VERDICT_COLORS), range=list(VERDICT_COLORS.values())),
-        legend=alt.Legend(title="Deploy marker", orient="bottom"),
-    )
-    visible = alt.Chart(frame).mark_rule(strokeWidth=2, strokeDash=[6, 3]).encode(
-        x=_time("x"), color=color, tooltip=tooltip)
-    hover = alt.Chart(frame).mark_rule(strokeWidth=12, opacity=0.001).encode(x=_time("x"), tooltip=tooltip)
-    return [visible, hover]
+    tooltip = _tooltip_channels("Deploys", "Deployment", "Version", time_title, "Note", "Verdict")
+    color = {
+        "field": "verdict",
+        "legend": {"orient": "bottom", "title": "Deploy marker"},
+        "scale": {"domain": list(VERDICT_COLORS), "range": list(VERDICT_COLORS.values())},
+        "type": "nominal",
+    }
+    visible = {"mark": {"type": "rule", "strokeDash": [6, 3], "strokeWidth": 2},
+               "encoding": {"color": color, "tooltip": tooltip, "x": _time_channel("x")}}
+    hover = {"mark": {"type": "rule", "opacity": 0.001, "strokeWidth": 12},
+             "encoding": {"tooltip": tooltip, "x": _time_channel("x")}}
+    return frame, [visible, hover]
 
 
 def shift_rules(shifts: Sequence[ShiftMark], zone: str) -> list[alt.Chart]:
     """Return dotted amber rules for change points, faded when a marker explains them; none for no shifts."""
     if not shifts:
         return []
+    frame, layer = _shift_layer(shifts, zone)
+    return [_rule_chart(frame, layer)]
+
+
+def _shift_layer(shifts: Sequence[ShiftMark], zone: str) -> tuple[pd.DataFrame, dict]:
+    """Return the rows of `shift_rules` and its layer as a Vega-Lite dictionary without data."""
     zone_info = formatting.parse_zone(zone)
     frame = pd.DataFrame([
         {
@@ -199,13 +217,22 @@ def shift_rules(shifts: Sequence[ShiftMark], zone: str) -> list[alt.Chart]:
     ])
     _check_size(frame, "shift")
     titles = [column for column in frame.columns if column not in ("x", "unexplained")]
-    return [alt.Chart(frame).mark_rule(strokeWidth=2, strokeDash=[2, 2]).encode(
-        x=_time("x"),
-        color=alt.value(SHIFT_COLOR),
-        opacity=alt.Opacity(field="unexplained", type="nominal", legend=None,
-                            scale=alt.Scale(domain=["yes", "no"], range=[1.0, 0.5])),
-        tooltip=_tooltips(*titles),
-    )]
+    return frame, {
+        "mark": {"type": "rule", "strokeDash": [2, 2], "strokeWidth": 2},
+        "encoding": {
+            "color": {"value": SHIFT_COLOR},
+            "opacity": {"field": "unexplained", "legend": None, "scale": {"domain": ["yes", "no"], "range": [1.0, 0.5]},
+                        "type": "nominal"},
+            "tooltip": _tooltip_channels(*titles),
+            "x": _time_channel("x"),
+        },
+    }
+
+
+def _rule_chart(frame: pd.DataFrame, layer: dict) -> alt.Chart:
+    """Return an Altair rule chart of `frame` with the mark properties and encoding of a Vega-Lite rule `layer`."""
+    properties = {key: value for key, value in layer["mark"].items() if key != "type"}
+    return alt.Chart(frame).mark_rule(**properties).encode(**layer["encoding"])
 
 
 def period_text(start: datetime, end: datetime, bucket: str, zone: str) -> str:
@@ -297,40 +324,117 @@ def _exact_money(amount: Decimal) -> str:
     return f"{shown} (exactly ${amount.normalize():f})"
 
 
-def _time_axis(trend_bucket: str, zone: str) -> alt.Axis:
-    return alt.Axis(title=f"{BUCKET_TITLES[trend_bucket]} ({zone})", labelOverlap=True)
+def _time_axis(trend_bucket: str, zone: str) -> dict:
+    return {"labelOverlap": True, "title": f"{BUCKET_TITLES[trend_bucket]} ({zone})"}
 
 
-# Channels are built from typed keyword arguments throughout: Altair parses shorthand strings such as
-# "x:T" against its JSON schema, which took about 40 ms per chart layer (bench/trends.py, 2 cores).
-def _time(field: str, axis: alt.Axis | None = None) -> alt.X:
+# The trend charts are Vega-Lite dictionaries built directly. As Altair charts, the four charts of an all-time
+# view took about 110 ms to build and turn into dictionaries, mostly in Altair's data conversion and its
+# validation against the Vega-Lite JSON schema. Built directly they take about 8 ms (bench/trends.py on
+# 10 million submissions, 2 cores). The ROI charts still use the Altair wrappers below.
+def _time_channel(field: str, axis: dict | None = None) -> dict:
+    channel = {"field": field, "scale": {"type": "utc"}, "type": "temporal"}
+    if axis is not None:
+        channel["axis"] = axis
+    return channel
+
+
+def _tooltip_channels(*fields: str) -> list[dict]:
+    return [{"field": field, "type": "nominal"} for field in fields]
+
+
+def _quantity_channel(field: str, title: str, number_format: str | None = None, whole: bool = False) -> dict:
+    """Return a quantitative y channel; `whole` keeps ticks on whole numbers, as for counts."""
+    axis: dict = {}
+    if number_format is not None:
+        axis["format"] = number_format
+    if whole:
+        axis["tickMinStep"] = 1
+    return {"axis": axis, "field": field, "title": title, "type": "quantitative"}
+
+
+def _series_color_channel(series: Sequence[str]) -> dict:
+    domain = list(series)
+    palette = [SERIES_COLORS[index % len(SERIES_COLORS)] for index in range(len(domain))]
+    return {"field": "series", "legend": {"orient": "bottom", "title": "Deployment"},
+            "scale": {"domain": domain, "range": palette}, "type": "nominal"}
+
+
+# Altair channels for the ROI charts, built from typed keyword arguments: Altair parses shorthand strings such
+# as "x:T" against its JSON schema, which took about 40 ms per chart layer (bench/trends.py, 2 cores).
+def _time(field: str, axis: dict | alt.Axis | None = None) -> alt.X:
     return alt.X(field=field, type="temporal", scale=alt.Scale(type="utc"), axis=axis or alt.Undefined)
 
 
 def _tooltips(*fields: str) -> list[alt.Tooltip]:
-    return [alt.Tooltip(field=field, type="nominal") for field in fields]
+    return [alt.Tooltip(**channel) for channel in _tooltip_channels(*fields)]
 
 
 def _quantity(field: str, title: str, number_format: str | None = None, whole: bool = False) -> alt.Y:
-    """Return a quantitative y channel; `whole` keeps ticks on whole numbers, as for counts."""
-    axis = alt.Axis(format=number_format or alt.Undefined, tickMinStep=1 if whole else alt.Undefined)
-    return alt.Y(field=field, type="quantitative", title=title, axis=axis)
+    return alt.Y(**_quantity_channel(field, title, number_format, whole))
 
 
 def _series_color(series: Sequence[str]) -> alt.Color:
-    domain = list(series)
-    palette = [SERIES_COLORS[index % len(SERIES_COLORS)] for index in range(len(domain))]
-    return alt.Color(field="series", type="nominal", scale=alt.Scale(domain=domain, range=palette),
-                     legend=alt.Legend(title="Deployment", orient="bottom"))
+    return alt.Color(**_series_color_channel(series))
 
 
-def _layered(chart: alt.Chart, extra: Iterable[alt.Chart]) -> alt.LayerChart:
-    # One LayerChart built directly: alt.layer() plus resolve_scale() and properties() deep-copy the spec each time.
-    return alt.LayerChart(
-        layer=[chart, *extra],
-        resolve=alt.Resolve(scale=alt.ScaleResolveMap(color="independent")),
-        height=CHART_HEIGHT,
-    )
+@dataclass(frozen=True)
+class LayeredChart:
+    """A layered Vega-Lite chart as plain data: the spec, whose layers name their data sets, and those data sets.
+
+    `to_dict` returns the spec with the rows inlined under ``datasets``, in
+    the layout of Altair's ``to_dict()`` but without Altair's theme config,
+    which Streamlit leaves out too. `streamlit_spec` returns it with the
+    frames in place of rows, for ``st.vega_lite_chart``, which converts
+    frames to Arrow itself.
+    """
+
+    spec: dict[str, Any]
+    datasets: dict[str, pd.DataFrame]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the Vega-Lite spec with every data set as a list of rows, missing numbers as None."""
+        return {**self.streamlit_spec(), "datasets": {name: _rows(frame) for name, frame in self.datasets.items()}}
+
+    def streamlit_spec(self) -> dict[str, Any]:
+        """Return the Vega-Lite spec with every data set as its frame."""
+        return {**copy.deepcopy(self.spec), "$schema": alt.SCHEMA_URL, "datasets": dict(self.datasets)}
+
+
+def _rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Return the frame's rows as dictionaries of plain Python values, with None for NaN, as Altair inlines data."""
+    # Column lists and zip, because pandas' to_dict("records") boxes every Arrow-backed string one by one.
+    names = list(frame.columns)
+    columns = []
+    for name in names:
+        values = frame[name].tolist()
+        if frame[name].dtype.kind == "f":
+            values = [None if value != value else value for value in values]
+        columns.append(values)
+    return [dict(zip(names, row)) for row in zip(*columns)]
+
+
+def _layered(name: str, main: pd.DataFrame, layer: dict, marker_groups: Sequence[MarkerGroup], zone: str,
+             shifts: Sequence[ShiftMark] = ()) -> LayeredChart:
+    """Return the chart of one `layer` over `main`, with rules for the markers and shifts drawn on top.
+
+    Series and verdicts get independent color scales.
+    """
+    layers = [{"data": {"name": name}, **layer}]
+    datasets = {name: main}
+    if marker_groups:
+        frame, rules = _marker_layers(marker_groups, zone)
+        layers += [{"data": {"name": "markers"}, **rule} for rule in rules]
+        datasets["markers"] = frame
+    if shifts:
+        frame, rule = _shift_layer(shifts, zone)
+        layers.append({"data": {"name": "shifts"}, **rule})
+        datasets["shifts"] = frame
+    spec = {"layer": layers, "height": CHART_HEIGHT, "resolve": {"scale": {"color": "independent"}}}
+    if len(layers) == 1:
+        # One layer: its data moves to the top level, as Altair writes a layer chart whose layers share data.
+        spec["data"] = layers[0].pop("data")
+    return LayeredChart(spec, datasets)
 
 
 def divergence_rate_chart(
@@ -339,7 +443,7 @@ def divergence_rate_chart(
     marker_groups: Sequence[MarkerGroup] = (),
     shifts: Sequence[ShiftMark] = (),
     frame: pd.DataFrame | None = None,
-) -> alt.LayerChart:
+) -> LayeredChart:
     """Return the divergence rate per bucket, one line per series, with deploy markers and shifts.
 
     `metric` ``share`` draws the share of submissions with at least one
@@ -351,72 +455,80 @@ def divergence_rate_chart(
         raise ValueError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
     frame = trend_frame(trend) if frame is None else frame
     if metric == "share":
-        y = _quantity(metric, "Submissions with a divergence", ".0%")
+        y = _quantity_channel(metric, "Submissions with a divergence", ".0%")
     else:
-        y = _quantity(metric, "Divergences per 100 replayed actions")
-    lines = alt.Chart(_columns(
-        frame, "x", "series", metric, "Deployment", "Bucket", "Divergence rate", "Per 100 actions",
-    )).mark_line(point=True).encode(
-        x=_time("x", _time_axis(trend.bucket, trend.zone)),
-        y=y,
-        color=_series_color(trend.series),
-        tooltip=_tooltips("Deployment", "Bucket", "Divergence rate", "Per 100 actions"),
-    )
-    return _layered(lines, [*marker_rules(marker_groups, trend.zone), *shift_rules(shifts, trend.zone)])
+        y = _quantity_channel(metric, "Divergences per 100 replayed actions")
+    lines = {
+        "mark": {"type": "line", "point": True},
+        "encoding": {
+            "color": _series_color_channel(trend.series),
+            "tooltip": _tooltip_channels("Deployment", "Bucket", "Divergence rate", "Per 100 actions"),
+            "x": _time_channel("x", _time_axis(trend.bucket, trend.zone)),
+            "y": y,
+        },
+    }
+    data = _columns(frame, "x", "series", metric, "Deployment", "Bucket", "Divergence rate", "Per 100 actions")
+    return _layered("trend", data, lines, marker_groups, trend.zone, shifts)
 
 
 def divergence_count_chart(
     trend: Trend, marker_groups: Sequence[MarkerGroup] = (), frame: pd.DataFrame | None = None
-) -> alt.LayerChart:
+) -> LayeredChart:
     """Return divergences per bucket as bars stacked by series, with deploy markers."""
     frame = trend_frame(trend) if frame is None else frame
-    bars = alt.Chart(_columns(
-        frame, "x_start", "x_end", "series", "divergences", "divergences_low", "divergences_high", "Deployment",
-        "Bucket", "Divergences", "Divergence rate",
-    )).mark_bar().encode(
-        x=_time("x_start", _time_axis(trend.bucket, trend.zone)),
-        x2=alt.X2(field="x_end"),
-        y=_quantity("divergences_high", "Divergences", ",d", whole=True),
-        y2=alt.Y2(field="divergences_low"),
-        color=_series_color(trend.series),
-        tooltip=_tooltips("Deployment", "Bucket", "Divergences", "Divergence rate"),
-    )
-    return _layered(bars, marker_rules(marker_groups, trend.zone))
+    bars = {
+        "mark": {"type": "bar"},
+        "encoding": {
+            "color": _series_color_channel(trend.series),
+            "tooltip": _tooltip_channels("Deployment", "Bucket", "Divergences", "Divergence rate"),
+            "x": _time_channel("x_start", _time_axis(trend.bucket, trend.zone)),
+            "x2": {"field": "x_end"},
+            "y": _quantity_channel("divergences_high", "Divergences", ",d", whole=True),
+            "y2": {"field": "divergences_low"},
+        },
+    }
+    data = _columns(frame, "x_start", "x_end", "series", "divergences", "divergences_low", "divergences_high",
+                    "Deployment", "Bucket", "Divergences", "Divergence rate")
+    return _layered("trend", data, bars, marker_groups, trend.zone)
 
 
 def savings_chart(
     trend: Trend, marker_groups: Sequence[MarkerGroup] = (), frame: pd.DataFrame | None = None
-) -> alt.LayerChart:
+) -> LayeredChart:
     """Return savings per bucket as bars stacked by series, with deploy markers."""
     frame = trend_frame(trend) if frame is None else frame
-    bars = alt.Chart(_columns(
-        frame, "x_start", "x_end", "series", "savings", "savings_low", "savings_high", "Deployment", "Bucket",
-        "Savings",
-    )).mark_bar().encode(
-        x=_time("x_start", _time_axis(trend.bucket, trend.zone)),
-        x2=alt.X2(field="x_end"),
-        y=_quantity("savings_high", "Savings (USD)", "$,.2f"),
-        y2=alt.Y2(field="savings_low"),
-        color=_series_color(trend.series),
-        tooltip=_tooltips("Deployment", "Bucket", "Savings"),
-    )
-    return _layered(bars, marker_rules(marker_groups, trend.zone))
+    bars = {
+        "mark": {"type": "bar"},
+        "encoding": {
+            "color": _series_color_channel(trend.series),
+            "tooltip": _tooltip_channels("Deployment", "Bucket", "Savings"),
+            "x": _time_channel("x_start", _time_axis(trend.bucket, trend.zone)),
+            "x2": {"field": "x_end"},
+            "y": _quantity_channel("savings_high", "Savings (USD)", "$,.2f"),
+            "y2": {"field": "savings_low"},
+        },
+    }
+    data = _columns(frame, "x_start", "x_end", "series", "savings", "savings_low", "savings_high", "Deployment",
+                    "Bucket", "Savings")
+    return _layered("trend", data, bars, marker_groups, trend.zone)
 
 
 def cumulative_savings_chart(
     trend: Trend, marker_groups: Sequence[MarkerGroup] = (), frame: pd.DataFrame | None = None
-) -> alt.LayerChart:
+) -> LayeredChart:
     """Return cumulative savings per series, each point at the end of its bucket, with deploy markers."""
     frame = trend_frame(trend) if frame is None else frame
-    lines = alt.Chart(_columns(
-        frame, "x_end", "series", "cumulative", "Deployment", "Bucket", "Cumulative savings", "Savings",
-    )).mark_line(point=True).encode(
-        x=_time("x_end", _time_axis(trend.bucket, trend.zone)),
-        y=_quantity("cumulative", "Cumulative savings (USD)", "$,.2f"),
-        color=_series_color(trend.series),
-        tooltip=_tooltips("Deployment", "Bucket", "Cumulative savings", "Savings"),
-    )
-    return _layered(lines, marker_rules(marker_groups, trend.zone))
+    lines = {
+        "mark": {"type": "line", "point": True},
+        "encoding": {
+            "color": _series_color_channel(trend.series),
+            "tooltip": _tooltip_channels("Deployment", "Bucket", "Cumulative savings", "Savings"),
+            "x": _time_channel("x_end", _time_axis(trend.bucket, trend.zone)),
+            "y": _quantity_channel("cumulative", "Cumulative savings (USD)", "$,.2f"),
+        },
+    }
+    data = _columns(frame, "x_end", "series", "cumulative", "Deployment", "Bucket", "Cumulative savings", "Savings")
+    return _layered("trend", data, lines, marker_groups, trend.zone)
 
 
 ROI_MEASURES = {"gross": "Gross savings", "once_per_run": "Savings once per run"}

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ledger.analysis import (
-    ChangePoint, MarkerVerdict, find_change_points, judge_marker, label_unexplained, split_supported,
+    ChangePoint, MarkerVerdict, find_change_points, judge_markers, label_unexplained, split_supported,
 )
 from ledger.queries import Filters
 from ledger.queries import deploys as deployment_queries
@@ -213,18 +213,17 @@ class RegressionReport:
 
 
 def judge_windows(windows: list[MarkerWindow], settings: Settings, as_of: datetime) -> list[MarkerResult]:
-    """Judge each marker's windows with Fisher's exact test (`ledger.analysis.judge_marker`)."""
+    """Judge each marker's windows with Fisher's exact test (`ledger.analysis.judge_markers`)."""
     settings.check()
-    results = []
-    for window in windows:
-        marker = window.marker
-        verdict = judge_marker(
-            marker.deployment, marker.version, marker.deployed_at,
-            window.before_n, window.before_k, window.after_n, window.after_k,
-            alpha=settings.alpha, min_effect=settings.min_effect, min_submissions=settings.min_submissions,
-        )
-        results.append(MarkerResult(window, verdict, _window_note(window, settings.window, as_of)))
-    return results
+    verdicts = judge_markers(
+        [(window.marker.deployment, window.marker.version, window.marker.deployed_at,
+          window.before_n, window.before_k, window.after_n, window.after_k) for window in windows],
+        alpha=settings.alpha, min_effect=settings.min_effect, min_submissions=settings.min_submissions,
+    )
+    return [
+        MarkerResult(window, verdict, _window_note(window, settings.window, as_of))
+        for window, verdict in zip(windows, verdicts)
+    ]
 
 
 def _window_note(window: MarkerWindow, requested: Window, as_of: datetime) -> str | None:

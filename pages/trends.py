@@ -196,7 +196,7 @@ def shift_table(shifts: list[regressions.Shift], view: View) -> None:
 def chart(builder, *args, what: str, **kwargs) -> None:
     """Draw one chart, or show a warning that it is unavailable and let the rest of the page render."""
     try:
-        st.altair_chart(builder(*args, **kwargs), width="stretch")
+        st.vega_lite_chart(builder(*args, **kwargs).streamlit_spec(), width="stretch")
     except charts.TooManyPoints as error:
         st.warning(f"The {what} chart is unavailable: {error}.")
 

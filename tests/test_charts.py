@@ -343,3 +343,93 @@ def test_roi_cumulative_chart_last_point(sample_periods: roi.RoiPeriods):
 def test_roi_chart_rejects_measure(sample_periods: roi.RoiPeriods):
     with pytest.raises(ValueError, match="unknown measure 'net'"):
         charts.roi_period_chart(sample_periods, "net")
+
+
+# ---------------------------------------------------------------------------
+# Trend chart specs built as dictionaries, against the same charts built with Altair
+
+
+def inlined(spec: dict) -> dict:
+    """Return the spec with each data set name replaced by its rows and without Altair's theme config."""
+    datasets = spec.get("datasets", {})
+
+    def resolve(value):
+        if isinstance(value, dict):
+            if set(value) == {"name"} and value["name"] in datasets:
+                return datasets[value["name"]]
+            return {key: resolve(item) for key, item in value.items() if key not in ("datasets", "config")}
+        if isinstance(value, list):
+            return [resolve(item) for item in value]
+        return value
+
+    return resolve(spec)
+
+
+def altair_rate_chart(trend: trends.Trend, groups: list[charts.MarkerGroup],
+                      shifts: list[charts.ShiftMark]) -> alt.LayerChart:
+    """Build the divergence rate chart with Altair's API, as the page drew it through st.altair_chart."""
+    frame = charts.trend_frame(trend)
+    lines = alt.Chart(frame[["x", "series", "share", "Deployment", "Bucket", "Divergence rate", "Per 100 actions"]])
+    lines = lines.mark_line(point=True).encode(
+        x=alt.X(field="x", type="temporal", scale=alt.Scale(type="utc"),
+                axis=alt.Axis(title="Day (UTC)", labelOverlap=True)),
+        y=alt.Y(field="share", type="quantitative", title="Submissions with a divergence", axis=alt.Axis(format=".0%")),
+        color=alt.Color(field="series", type="nominal",
+                        scale=alt.Scale(domain=list(trend.series), range=list(charts.SERIES_COLORS[:len(trend.series)])),
+                        legend=alt.Legend(title="Deployment", orient="bottom")),
+        tooltip=[alt.Tooltip(field=name, type="nominal")
+                 for name in ("Deployment", "Bucket", "Divergence rate", "Per 100 actions")],
+    )
+    return alt.LayerChart(layer=[lines, *charts.marker_rules(groups, "UTC"), *charts.shift_rules(shifts, "UTC")],
+                          resolve=alt.Resolve(scale=alt.ScaleResolveMap(color="independent")),
+                          height=charts.CHART_HEIGHT)
+
+
+def test_rate_chart_spec_equals_altair(sample_trend: trends.Trend):
+    groups = charts.group_markers([marker("prod-eu", "2.3.0", datetime(2026, 10, 20, 14, tzinfo=UTC), "a <b>")],
+                                  timedelta(days=1), {"prod-eu-2.3.0": "regression"})
+    shifts = [charts.ShiftMark("prod-us", datetime(2026, 10, 21, tzinfo=UTC), 0.25, 0.64, 784, 779, 1e-50, True)]
+
+    spec = charts.divergence_rate_chart(sample_trend, "share", groups, shifts).to_dict()
+
+    assert inlined(spec) == inlined(altair_rate_chart(sample_trend, groups, shifts).to_dict())
+    assert [layer["data"]["name"] for layer in spec["layer"]] == ["trend", "markers", "markers", "shifts"]
+
+
+def test_one_layer_chart_spec_equals_altair():
+    rows = pd.DataFrame([{
+        "bucket_start": pd.Timestamp(T0), "bucket_end": pd.Timestamp(T0 + timedelta(days=1)), "series": "a",
+        "submissions": 2, "with_divergence": 1, "divergences": 1, "actions_replayed": 0,
+        "savings": Decimal("1.090000"), "cumulative_savings": Decimal("0.004"),
+    }])
+    trend = trends.Trend("day", "day", "UTC", rows, series=("a",))
+    frame = charts.trend_frame(trend)
+    lines = alt.Chart(frame[["x", "series", "per_100_actions", "Deployment", "Bucket", "Divergence rate",
+                             "Per 100 actions"]]).mark_line(point=True).encode(
+        x=alt.X(field="x", type="temporal", scale=alt.Scale(type="utc"),
+                axis=alt.Axis(title="Day (UTC)", labelOverlap=True)),
+        y=alt.Y(field="per_100_actions", type="quantitative", title="Divergences per 100 replayed actions",
+                axis=alt.Axis()),
+        color=alt.Color(field="series", type="nominal", scale=alt.Scale(domain=["a"], range=["#2563eb"]),
+                        legend=alt.Legend(title="Deployment", orient="bottom")),
+        tooltip=[alt.Tooltip(field=name, type="nominal")
+                 for name in ("Deployment", "Bucket", "Divergence rate", "Per 100 actions")],
+    )
+    expected = alt.LayerChart(layer=[lines], resolve=alt.Resolve(scale=alt.ScaleResolveMap(color="independent")),
+                              height=charts.CHART_HEIGHT).to_dict()
+
+    spec = charts.divergence_rate_chart(trend, "per_100_actions", frame=frame).to_dict()
+
+    assert inlined(spec) == inlined(expected)
+    assert spec["datasets"]["trend"][0]["per_100_actions"] is None
+
+
+def test_streamlit_spec_carries_frames(sample_trend: trends.Trend):
+    chart = charts.savings_chart(sample_trend)
+
+    spec = chart.streamlit_spec()
+    spec["layer"][0]["encoding"]["y"]["title"] = "changed"
+
+    assert isinstance(spec["datasets"]["trend"], pd.DataFrame)
+    assert len(spec["datasets"]["trend"]) == len(sample_trend.rows)
+    assert chart.to_dict()["layer"][0]["encoding"]["y"]["title"] == "Savings (USD)"

@@ -448,6 +448,73 @@ def check_window(window: timedelta | None, submissions: int | None) -> None:
         raise InvalidDeploymentRequest(f"the submissions per side must be a whole number from 1 up, got {submissions!r}")
 
 
+def _neighbours_sql(deployments: tuple[str, ...], since: datetime | None,
+                    until: datetime | None) -> tuple[str, list[Any]]:
+    deployment_condition, deployment_parameters = _marker_conditions(deployments, None, None)
+    marker_condition, marker_parameters = _marker_conditions(deployments, since, until, alias="m")
+    neighbours = _NEIGHBOURS_SQL.format(deployment_condition=deployment_condition, marker_condition=marker_condition)
+    return neighbours, [*deployment_parameters, *marker_parameters]
+
+
+def _windows_sql(as_of: datetime, deployments: tuple[str, ...], since: datetime | None, until: datetime | None,
+                 window: timedelta) -> tuple[str, list[Any]]:
+    """Return the `_WINDOWS_CTE` of the markers deployed in [since, until), and its parameters."""
+    neighbours, neighbour_parameters = _neighbours_sql(deployments, since, until)
+    length_us = window // timedelta(microseconds=1)
+    return _WINDOWS_CTE.format(neighbours=neighbours), [*neighbour_parameters, length_us, length_us, length_us, as_of]
+
+
+_WINDOW_BOUNDS_SQL = """
+WITH {windows}
+SELECT deploy_id, deployment, version, deployed_at, note, origin, before_start, after_end, previous_at, next_at,
+       length_us > 0 AS counted, epoch_us(before_start), epoch_us(deployed_at), epoch_us(after_end)
+FROM windows
+ORDER BY deployed_at, deployment, version
+"""
+
+
+@dataclass(frozen=True)
+class WindowBounds:
+    """A marker's time windows before they are counted: [before_start, deployed_at) and [deployed_at, after_end).
+
+    `counted` is False when the windows are empty (length zero), and the
+    ``*_us`` fields are the three instants in epoch microseconds.
+    """
+
+    marker: Marker
+    before_start: datetime
+    after_end: datetime
+    previous_at: datetime | None
+    next_at: datetime | None
+    counted: bool
+    before_start_us: int
+    deployed_at_us: int
+    after_end_us: int
+
+    def counted_window(self, before_n: int, before_k: int, after_n: int, after_k: int) -> MarkerWindow:
+        """Return the `MarkerWindow` with these counts."""
+        return MarkerWindow(self.marker, self.before_start, self.after_end, before_n, before_k, after_n, after_k,
+                            self.previous_at, self.next_at)
+
+
+def read_window_bounds(
+    connection: duckdb.DuckDBPyConnection,
+    as_of: datetime,
+    deployments: tuple[str, ...],
+    since: datetime | None,
+    until: datetime | None,
+    window: timedelta,
+) -> list[WindowBounds]:
+    """Read the time windows of the markers deployed in [since, until), in the order `marker_windows` returns them.
+
+    The windows follow the rule in the module docstring. `window` must
+    already be checked (`check_window`).
+    """
+    windows, parameters = _windows_sql(as_of, deployments, since, until, window)
+    rows = connection.execute(_WINDOW_BOUNDS_SQL.format(windows=windows), parameters).fetchall()
+    return [WindowBounds(Marker(*row[:6]), *row[6:]) for row in rows]
+
+
 def read_marker_windows(
     connection: duckdb.DuckDBPyConnection,
     as_of: datetime,
@@ -458,14 +525,9 @@ def read_marker_windows(
     submissions: int | None,
 ) -> list[MarkerWindow]:
     """Read `marker_windows` on an open connection; the mode must already be checked (`check_window`)."""
-    deployment_condition, deployment_parameters = _marker_conditions(deployments, None, None)
-    marker_condition, marker_parameters = _marker_conditions(deployments, since, until, alias="m")
-    neighbours = _NEIGHBOURS_SQL.format(deployment_condition=deployment_condition, marker_condition=marker_condition)
-    neighbour_parameters = [*deployment_parameters, *marker_parameters]
+    neighbours, neighbour_parameters = _neighbours_sql(deployments, since, until)
     if window is not None:
-        length_us = window // timedelta(microseconds=1)
-        windows = _WINDOWS_CTE.format(neighbours=neighbours)
-        window_parameters = [*neighbour_parameters, length_us, length_us, length_us, as_of]
+        windows, window_parameters = _windows_sql(as_of, deployments, since, until, window)
         low, high = connection.execute(_WINDOWS_SPAN_SQL.format(windows=windows), window_parameters).fetchone()
         sql = _TIME_WINDOWS_SQL.format(windows=windows, day_us=DAY_US)
         rows = connection.execute(sql, [*window_parameters, low or as_of, high or as_of]).fetchall()

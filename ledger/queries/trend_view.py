@@ -3,6 +3,8 @@
 Opening a ledger of hundreds of megabytes costs tens of milliseconds, so the
 page reads the trend, its deploy markers and their windows together instead
 of through four calls of `ledger.queries.trends` and `ledger.queries.deploys`.
+With time windows, one scan of the submissions yields both the trend and the
+window counts (`ledger.queries.trend_windows`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from ledger import store
 from ledger.queries import Filters
 from ledger.queries.deploys import Marker, MarkerWindow, check_window, read_marker_windows, read_markers
+from ledger.queries.trend_windows import read_trend_and_windows
 from ledger.queries.trends import Trend, check_bucket, check_zone, read_trend
 
 
@@ -50,12 +53,18 @@ def trend_view(
     check_zone(zone)
     check_window(window, submissions)
     with store.reading(ledger) as connection:
-        result = read_trend(connection, filters, bucket, zone)
+        together = None
+        if window is not None:
+            together = read_trend_and_windows(connection, filters, bucket, zone, as_of, window)
+        if together is None:
+            result = read_trend(connection, filters, bucket, zone)
+            windows = read_marker_windows(connection, as_of, filters.deployments, filters.start, filters.end,
+                                          window, submissions)
+        else:
+            result, windows = together
         first, last = result.span
         start = filters.start or first
         end = filters.end or (last + timedelta(microseconds=1) if last else None)
-        shown = read_markers(connection, filters.deployments, start, end) if start and end else []
         every = read_markers(connection, filters.deployments)
-        windows = read_marker_windows(connection, as_of, filters.deployments, filters.start, filters.end, window,
-                                      submissions)
+        shown = [marker for marker in every if start <= marker.deployed_at < end] if start and end else []
     return TrendView(result, shown, every, windows)

@@ -251,19 +251,23 @@ FROM submissions AS s
 WHERE {where}
 """
 
+# The first step of the trend: sums per deployment and bucket unit. `ledger.queries.trend_windows` feeds
+# `_TREND_SQL` another query with the same columns.
+PER_UNIT_SQL = """
+SELECT s.deployment,
+       {unit} AS unit,
+       count(*) AS submissions,
+       count(*) FILTER (WHERE s.divergences_detected > 0) AS with_divergence,
+       sum(s.divergences_detected) AS divergences,
+       sum(s.actions_replayed) AS actions_replayed,
+       sum(s.cost_savings) AS savings
+FROM submissions AS s
+WHERE {where}
+GROUP BY ALL
+"""
+
 _TREND_SQL = """
-WITH per_unit AS (
-    SELECT s.deployment,
-           {unit} AS unit,
-           count(*) AS submissions,
-           count(*) FILTER (WHERE s.divergences_detected > 0) AS with_divergence,
-           sum(s.divergences_detected) AS divergences,
-           sum(s.actions_replayed) AS actions_replayed,
-           sum(s.cost_savings) AS savings
-    FROM submissions AS s
-    WHERE {where}
-    GROUP BY ALL
-), per_bucket AS (
+WITH per_unit AS ({per_unit}), per_bucket AS (
     SELECT {start} AS bucket_start, {end} AS bucket_end, deployment,
            sum(submissions) AS submissions, sum(with_divergence) AS with_divergence,
            sum(divergences) AS divergences, sum(actions_replayed) AS actions_replayed, sum(savings) AS savings
@@ -300,6 +304,18 @@ FROM folded
 ORDER BY bucket_start, series
 """
 
+@dataclass(frozen=True)
+class TrendPlan:
+    """The parts of a trend fixed before its scan: requested and chosen bucket, zone, note, data span and bucketing SQL."""
+
+    requested_bucket: str
+    bucket: str
+    zone: str
+    note: str | None
+    span: tuple[datetime | None, datetime | None]
+    bucketing: Bucketing
+
+
 def trend(ledger: Path, filters: Filters, bucket: str = AUTO, zone: str = DEFAULT_ZONE) -> Trend:
     """Return the filtered submissions per bucket and series, bucketed in `zone`.
 
@@ -315,21 +331,41 @@ def trend(ledger: Path, filters: Filters, bucket: str = AUTO, zone: str = DEFAUL
 
 def read_trend(connection: duckdb.DuckDBPyConnection, filters: Filters, bucket: str, zone: str) -> Trend:
     """Read `trend` on an open connection; `bucket` and `zone` must already be checked."""
+    plan = plan_trend(connection, filters, bucket, zone)
+    condition, parameters = where(filters)
+    per_unit = PER_UNIT_SQL.format(unit=plan.bucketing.unit_sql, where=condition)
+    return read_buckets(connection, plan, per_unit, [*plan.bucketing.unit_parameters, *parameters])
+
+
+def plan_trend(connection: duckdb.DuckDBPyConnection, filters: Filters, bucket: str, zone: str) -> TrendPlan:
+    """Read the span of the filtered submissions and choose the bucket for it.
+
+    `bucket` and `zone` must already be checked.
+    """
     condition, parameters = where(filters)
     first, last = connection.execute(_SPAN_SQL.format(where=condition), parameters).fetchone()
-    start = filters.start or first
-    end = filters.end or last
-    chosen, note = choose_bucket(bucket, start, end)
-    plan = bucketing(chosen, zone, first, last)
-    sql = _TREND_SQL.format(unit=plan.unit_sql, where=condition, start=plan.start_sql, end=plan.end_sql)
+    chosen, note = choose_bucket(bucket, filters.start or first, filters.end or last)
+    return TrendPlan(bucket, chosen, zone, note, (first, last), bucketing(chosen, zone, first, last))
+
+
+def read_buckets(connection: duckdb.DuckDBPyConnection, plan: TrendPlan, per_unit_sql: str,
+                 per_unit_parameters: list) -> Trend:
+    """Turn per-unit sums into the `Trend` of `plan`.
+
+    `per_unit_sql` is a query with the columns of `PER_UNIT_SQL` whose
+    ``unit`` is `plan.bucketing`'s unit, and `per_unit_parameters` are its
+    parameters.
+    """
+    steps = plan.bucketing
+    sql = _TREND_SQL.format(per_unit=per_unit_sql, start=steps.start_sql, end=steps.end_sql)
     rows = connection.execute(sql, [
-        *plan.unit_parameters, *parameters, *plan.start_parameters, *plan.end_parameters,
+        *per_unit_parameters, *steps.start_parameters, *steps.end_parameters,
         MAX_SERIES, MAX_SERIES, OTHER_SERIES, MAX_SERIES, MAX_SERIES,
     ]).fetchall()
     folded = tuple(rows[0][-1] or ()) if rows else ()
     frame = result_frame([row[:-1] for row in rows], TREND_COLUMNS)
     series = tuple(dict.fromkeys(frame["series"]))
-    return Trend(chosen, bucket, zone, frame, folded, note, (first, last), series)
+    return Trend(plan.bucket, plan.requested_bucket, plan.zone, frame, folded, plan.note, plan.span, series)
 
 
 def result_frame(rows: list[tuple], columns: tuple[str, ...]) -> pd.DataFrame:
