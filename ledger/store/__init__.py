@@ -552,6 +552,9 @@ class Stage:
         self._classified_below = 0
         # Zone-less timestamps are cast in the session's zone, and the documented rule is UTC.
         self.connection.execute("SET TimeZone = 'UTC'")
+        # Nothing reads the stage in insertion order (the merge orders by seq), so DuckDB may
+        # write in parallel without keeping the order of rows within one statement.
+        self.connection.execute("SET preserve_insertion_order = false")
         self.connection.execute(f"CREATE TABLE submissions ({_columns(STAGE_SUBMISSION_COLUMNS)})")
         self.connection.execute(f"CREATE TABLE divergences ({_columns(STAGE_DIVERGENCE_COLUMNS)})")
         self.connection.execute(f"CREATE TABLE divergence_causes ({_columns(STAGE_CAUSE_COLUMNS)})")
