@@ -8,7 +8,8 @@ only, alternating, `--repeats` times each, under the stage's memory limit.
 
 Prints the median seconds and divergences per second of each, their ratio,
 how many divergences SQL decided and how many it left to Python, whether both
-stored the same rows, and the load average before and after.
+stored the same rows, how many distinct input texts the divergences have, and
+the load average before and after.
 
     python bench/causes.py [--rows 1000000] [--data FILE.jsonl] [--workdir /tmp/replay-ledger-bench-causes] [--repeats 3]
 """
@@ -103,6 +104,9 @@ def main() -> None:
         first, last = connection.execute("SELECT min(rowid), max(rowid) FROM divergences").fetchall()[0]
         connection.execute("CREATE OR REPLACE TEMP TABLE causes_counted AS SELECT * FROM causes_sql LIMIT 0")
         counts = cause_sql.classify_table(connection, "divergences", "causes_counted", "seq", first, last)
+        distinct_inputs = connection.execute(
+            "SELECT count(DISTINCT expected), count(DISTINCT actual) FROM divergences WHERE type = 'input_mismatch'"
+        ).fetchall()[0]
         differing = connection.execute(
             "SELECT count(*) FROM ((SELECT * FROM causes_sql EXCEPT ALL SELECT * FROM causes_python) "
             "UNION ALL (SELECT * FROM causes_python EXCEPT ALL SELECT * FROM causes_sql))"
@@ -122,6 +126,8 @@ def main() -> None:
     print(f"decided in SQL: {counts.decided_in_sql:,} ({counts.decided_in_sql / max(divergences, 1):.1%}), "
           f"left to Python: {counts.deferred:,}")
     print(f"rows that differ between the two: {differing}")
+    # DuckDB walks each distinct text once, so repeated texts make the SQL path cheaper than on unique inputs.
+    print(f"distinct input_mismatch texts: {distinct_inputs[0]:,} expected, {distinct_inputs[1]:,} actual")
     print("load average before: {:.2f} {:.2f} {:.2f}, after: {:.2f} {:.2f} {:.2f}".format(*load_before, *load_after))
 
 

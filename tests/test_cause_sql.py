@@ -153,6 +153,45 @@ def test_cause_sql_duplicate_keys_deferred():
     assert counts.deferred == 3
 
 
+@pytest.mark.parametrize("count", [2, 3, 4, 5, 6])
+def test_cause_sql_duplicate_key_each_place_deferred(count):
+    # Objects of up to four keys are checked pairwise and larger ones with list_distinct, so a
+    # duplicate is put in every place of objects on both sides of that limit, three levels deep.
+    keys = [f"k{index}" for index in range(count)]
+    divergences = []
+    for first in range(count):
+        for second in range(first + 1, count):
+            duplicated = list(keys)
+            duplicated[second] = duplicated[first]
+            members = ",".join(f'"{key}":{index}' for index, key in enumerate(duplicated))
+            divergences.append(("input_mismatch", '{"a":{"b":{' + members + '}},"c":1}', '{"a":{"b":{"k0":9}},"c":1}'))
+    unique_members = ",".join(f'"{key}":{index}' for index, key in enumerate(keys))
+    divergences.append(("input_mismatch", '{"a":{"b":{' + unique_members + '}},"c":1}', '{"a":{"b":{"k0":9}},"c":1}'))
+
+    fast, python, counts = classify_both(divergences)
+
+    assert fast == python
+    assert counts.deferred == len(divergences) - 1
+    assert counts.decided_in_sql == 1
+
+
+def test_cause_sql_strings_outside_guards_agree():
+    # Timestamps are parsed only when '-' follows the year, and UUIDs only at 32 to 47 characters.
+    # Those guards must not change what SQL decides: without them it decided 48 of these 182 too.
+    token = "0c4ec8fa-7b46-4c30-9b43-c4b5527bee86"
+    texts = [
+        "2026-11-19", "2026-11-19T10:00", "2026-11-19 10:00:00", "2026/11/19", "x2026-11-19", "202-11-19",
+        token, token.replace("-", ""), "{" + token + "}", "urn:uuid:{" + token.upper() + "}", token[:-1], token + "0",
+        "a" * 31, "a" * 48,
+    ]
+    divergences = [input_pair({"s": first}, {"s": second}) for first in texts for second in texts if first != second]
+
+    fast, python, counts = classify_both(divergences)
+
+    assert fast == python
+    assert counts.decided_in_sql == 48
+
+
 def test_cause_sql_lenient_json_deferred():
     # DuckDB reads these texts and orjson does not, so Python stores its error row for them.
     divergences = [

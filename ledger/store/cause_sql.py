@@ -32,10 +32,12 @@ the node's full key. DuckDB accepts some texts that orjson rejects (NaN,
 Infinity, trailing commas, exponents beyond the double range); such texts
 are deferred too, so Python reports them as it always did.
 
-NOTE: this path is about twice as fast as Python alone, not the eight times
-that a 1 s budget for 400,000 divergences needs: 4.3 s against 7.9 s on 2
-cores (`bench/causes.py`, docs/benchmarks.md). The `json_tree` walks, their
-join and the inserts alone cost about 3 s of CPU time there.
+NOTE: this path costs about 14 µs of CPU time a divergence, about a quarter
+less than Python alone (5.7 s against 7.6 s for 400,528 divergences in
+`bench/causes.py` on 2 cores, docs/benchmarks.md). Its wall time is lower
+only because DuckDB uses both cores. The benchmark's divergences repeat 889
+texts, and DuckDB 2.0.1 runs ``json_tree`` once a distinct text of a batch,
+so on inputs that never repeat the walks cost more than measured there.
 """
 
 from __future__ import annotations
@@ -93,8 +95,15 @@ CREATE OR REPLACE TEMP MACRO cause_sql_plain_value(node_type, value) AS CASE
     ELSE CAST(value AS DOUBLE) = 0 OR abs(CAST(value AS DOUBLE)) BETWEEN 1e-4 AND 9999999999999998
     END;
 -- Python keeps the last of duplicate keys, and json_tree keeps them all, so such objects are deferred.
-CREATE OR REPLACE TEMP MACRO cause_sql_unique_keys(object) AS
-    list_transform([json_keys(object)], lambda keys: len(keys) = len(list_distinct(keys)))[1];
+-- `keys` is the json_keys list of an object. Up to four keys are compared pairwise, which took
+-- about a third of the CPU time of list_distinct on the objects of `bench/causes.py`.
+CREATE OR REPLACE TEMP MACRO cause_sql_unique_keys(keys) AS CASE len(keys)
+    WHEN 0 THEN TRUE WHEN 1 THEN TRUE
+    WHEN 2 THEN keys[1] <> keys[2]
+    WHEN 3 THEN keys[1] <> keys[2] AND keys[1] <> keys[3] AND keys[2] <> keys[3]
+    WHEN 4 THEN keys[1] <> keys[2] AND keys[1] <> keys[3] AND keys[1] <> keys[4]
+                AND keys[2] <> keys[3] AND keys[2] <> keys[4] AND keys[3] <> keys[4]
+    ELSE len(keys) = len(list_distinct(keys)) END;
 CREATE OR REPLACE TEMP MACRO cause_sql_cut(text) AS CASE
     WHEN length(CAST(text AS VARCHAR)) > {causes.VALUE_CHARS}
     THEN left(CAST(text AS VARCHAR), {causes.VALUE_CHARS - 1}) || '…' ELSE CAST(text AS VARCHAR) END;
@@ -158,16 +167,19 @@ CREATE OR REPLACE TEMP MACRO cause_sql_string_cause(expected, actual, e_time, a_
 -- lists need canonical texts, so Python judges them ('defer').
 CREATE OR REPLACE TEMP MACRO cause_sql_array_cause(expected, actual) AS CASE
     WHEN json_array_length(expected) <> json_array_length(actual) THEN NULL
+    -- The outer lambda splits each list into elements once, and the inner one reads them.
     ELSE list_transform(
-        [{{'e': list_transform(json_extract(expected, '$[*]'), lambda x: cause_sql_canonical(x)),
-          'a': list_transform(json_extract(actual, '$[*]'), lambda x: cause_sql_canonical(x)),
-          'plain': list_bool_and(list_transform(json_extract(expected, '$[*]') || json_extract(actual, '$[*]'),
-                                                lambda x: cause_sql_plain_value(json_type(x), x)))}}],
-        lambda keys: CASE
-            WHEN NOT list_bool_and(list_transform(keys.e || keys.a, lambda k: k IS NOT NULL)) OR NOT keys.plain
-                THEN 'defer'
-            WHEN keys.e <> keys.a AND list_sort(keys.e) = list_sort(keys.a) THEN 'reordering'
-            END)[1]
+        [{{'e': json_extract(expected, '$[*]'), 'a': json_extract(actual, '$[*]')}}],
+        lambda elements: list_transform(
+            [{{'e': list_transform(elements.e, lambda x: cause_sql_canonical(x)),
+              'a': list_transform(elements.a, lambda x: cause_sql_canonical(x)),
+              'plain': list_bool_and(list_transform(elements.e || elements.a,
+                                                    lambda x: cause_sql_plain_value(json_type(x), x)))}}],
+            lambda keys: CASE
+                WHEN NOT list_bool_and(list_transform(keys.e || keys.a, lambda k: k IS NOT NULL)) OR NOT keys.plain
+                    THEN 'defer'
+                WHEN keys.e <> keys.a AND list_sort(keys.e) = list_sort(keys.a) THEN 'reordering'
+                END)[1])[1]
     END;
 CREATE OR REPLACE TEMP MACRO cause_sql_epoch_unit(number) AS CASE
     WHEN number >= 1e9 AND number < 1e10 THEN 's' WHEN number >= 1e12 AND number < 1e13 THEN 'ms' END;
@@ -191,23 +203,29 @@ CREATE OR REPLACE TEMP MACRO cause_sql_number_cause(e_type, e_text, a_type, a_te
 """
 
 # Node pairs of the two values whose JSON text differs, or that only one side has.
-# Nodes of equal text on both sides are equal values, so they are left out.
-_SIDE_NODES = f"""
-SELECT d.rowid AS rid, t.id, t.fullkey, t.path, t.key, t.type, t.value
-FROM {{source}} AS d, json_tree(d.{{side}}) AS t
-WHERE d.rowid >= $low AND d.rowid < $high AND d.type = 'input_mismatch'
-  AND d.expected IS DISTINCT FROM d.actual
-  AND coalesce(json_valid(d.expected), TRUE) AND coalesce(json_valid(d.actual), TRUE)
-  AND NOT coalesce(regexp_matches(d.expected, '{_LENIENT_JSON}'), FALSE)
-  AND NOT coalesce(regexp_matches(d.actual, '{_LENIENT_JSON}'), FALSE)
-"""
+# Nodes of equal text on both sides are equal values, so they are left out. The inputs are
+# materialized so that the lenient-JSON regex runs once a divergence, not once a walk.
 _PAIRS_SQL = f"""
+WITH inputs AS MATERIALIZED (
+    SELECT d.rowid AS rid, d.expected, d.actual
+    FROM {{source}} AS d
+    WHERE d.rowid >= $low AND d.rowid < $high AND d.type = 'input_mismatch'
+      AND d.expected IS DISTINCT FROM d.actual
+      AND coalesce(json_valid(d.expected), TRUE) AND coalesce(json_valid(d.actual), TRUE)
+      AND NOT coalesce(regexp_matches(d.expected, '{_LENIENT_JSON}'), FALSE)
+      AND NOT coalesce(regexp_matches(d.actual, '{_LENIENT_JSON}'), FALSE)
+), en AS (
+    SELECT i.rid, t.id, t.fullkey, t.path, t.key, t.type, t.value FROM inputs AS i, json_tree(i.expected) AS t
+), an AS (
+    SELECT i.rid, t.id, t.fullkey, t.path, t.key, t.type, t.value FROM inputs AS i, json_tree(i.actual) AS t
+)
 SELECT coalesce(en.rid, an.rid) AS rid, coalesce(en.fullkey, an.fullkey) AS fullkey,
        CASE WHEN coalesce(en.id, an.id) > 0 THEN coalesce(en.path, an.path) END AS parent,
        coalesce(en.key, an.key) AS key,
-       en.id AS e_id, an.id AS a_id, en.type AS e_type, an.type AS a_type, en.value AS e_value, an.value AS a_value
-FROM ({_SIDE_NODES.replace("{side}", "expected")}) AS en
-FULL JOIN ({_SIDE_NODES.replace("{side}", "actual")}) AS an ON en.rid = an.rid AND en.fullkey = an.fullkey
+       en.id AS e_id, an.id AS a_id, en.type AS e_type, an.type AS a_type, en.value AS e_value, an.value AS a_value,
+       CASE WHEN en.type = 'OBJECT' THEN json_keys(en.value) END AS e_keys,
+       CASE WHEN an.type = 'OBJECT' THEN json_keys(an.value) END AS a_keys
+FROM en FULL JOIN an ON en.rid = an.rid AND en.fullkey = an.fullkey
 WHERE en.value IS DISTINCT FROM an.value
 """
 
@@ -216,12 +234,12 @@ _VERDICTS_SQL = f"""
 CREATE OR REPLACE TEMP TABLE {VERDICTS_TABLE} AS
 WITH pairs AS ({_PAIRS_SQL}
 ), judged AS (
-    SELECT p.*,
+    SELECT p.* EXCLUDE (e_keys, a_keys),
            (p.e_type IS NULL OR cause_sql_plain_value(p.e_type, p.e_value))
            AND (p.a_type IS NULL OR cause_sql_plain_value(p.a_type, p.a_value))
            AND (p.parent IS NULL OR ends_with(p.fullkey, ']') OR regexp_matches(p.key, '{_IDENTIFIER}'))
-           AND (p.e_type IS DISTINCT FROM 'OBJECT' OR cause_sql_unique_keys(p.e_value))
-           AND (p.a_type IS DISTINCT FROM 'OBJECT' OR cause_sql_unique_keys(p.a_value)) AS plain,
+           AND (p.e_keys IS NULL OR cause_sql_unique_keys(p.e_keys))
+           AND (p.a_keys IS NULL OR cause_sql_unique_keys(p.a_keys)) AS plain,
            cause_sql_kind(p.e_type) AS e_kind, cause_sql_kind(p.a_type) AS a_kind,
            CASE WHEN p.e_type <> 'VARCHAR' OR p.a_type <> 'VARCHAR' THEN NULL
                 WHEN contains(p.e_value, '\\') THEN p.e_value ->> '$'
@@ -231,19 +249,23 @@ WITH pairs AS ({_PAIRS_SQL}
                 ELSE substr(p.a_value, 2, length(p.a_value) - 2) END AS a_text
     FROM pairs AS p
 ), tails AS (
+    -- Only strings with '-' after a 4-character year can match `_TIMESTAMP`, and only texts of
+    -- 32 to 47 characters can match `_UUID`, so other strings skip that parsing.
     SELECT *,
-           CASE WHEN e_text IS NOT NULL THEN cause_sql_time_tail(e_text) END AS e_tail,
-           CASE WHEN e_text IS NOT NULL THEN cause_sql_time_tail(a_text) END AS a_tail
+           CASE WHEN substr(e_text, 5, 1) = '-' THEN cause_sql_time_tail(e_text) END AS e_tail,
+           CASE WHEN e_text IS NOT NULL AND substr(a_text, 5, 1) = '-' THEN cause_sql_time_tail(a_text) END AS a_tail
     FROM judged
+), zones AS (
+    -- cause_sql_instant reads the zone about ten times, so it is computed once here.
+    SELECT *, ltrim(e_tail, '.,0123456789') AS e_zone, ltrim(a_tail, '.,0123456789') AS a_zone
+    FROM tails
 ), strings AS (
     SELECT *,
-           CASE WHEN e_text IS NOT NULL THEN cause_sql_instant(e_text, e_tail, ltrim(e_tail, '.,0123456789')) END
-               AS e_time,
-           CASE WHEN e_text IS NOT NULL THEN cause_sql_instant(a_text, a_tail, ltrim(a_tail, '.,0123456789')) END
-               AS a_time,
-           CASE WHEN e_text IS NOT NULL THEN cause_sql_uuid(e_text) END AS e_uuid,
-           CASE WHEN e_text IS NOT NULL THEN cause_sql_uuid(a_text) END AS a_uuid
-    FROM tails
+           CASE WHEN e_tail IS NOT NULL THEN cause_sql_instant(e_text, e_tail, e_zone) END AS e_time,
+           CASE WHEN a_tail IS NOT NULL THEN cause_sql_instant(a_text, a_tail, a_zone) END AS a_time,
+           CASE WHEN length(e_text) BETWEEN 32 AND 47 THEN cause_sql_uuid(e_text) END AS e_uuid,
+           CASE WHEN e_text IS NOT NULL AND length(a_text) BETWEEN 32 AND 47 THEN cause_sql_uuid(a_text) END AS a_uuid
+    FROM zones
 ), leaves AS (
     SELECT rid, fullkey, parent, e_id, a_id, e_type, a_type, e_value, a_value, CASE
         WHEN NOT plain THEN 'defer'
@@ -274,7 +296,10 @@ WITH deferred AS (
     SELECT c.*, parent_pair.e_value AS parent_e_value, parent_pair.e_id AS parent_e_id,
            parent_pair.fullkey AS parent_fullkey
     FROM {VERDICTS_TABLE} AS c
-    LEFT JOIN {VERDICTS_TABLE} AS parent_pair ON parent_pair.rid = c.rid AND parent_pair.fullkey = c.parent
+    LEFT JOIN (
+        -- Only objects and lists have children, so the lookup table holds only pairs with one on a side.
+        SELECT * FROM {VERDICTS_TABLE} WHERE e_type IN ('OBJECT', 'ARRAY') OR a_type IN ('OBJECT', 'ARRAY')
+    ) AS parent_pair ON parent_pair.rid = c.rid AND parent_pair.fullkey = c.parent
     WHERE c.verdict IS NOT NULL
       AND c.rid NOT IN (SELECT rid FROM deferred)
       AND (c.parent IS NULL OR (parent_pair.e_type = parent_pair.a_type
@@ -313,7 +338,9 @@ WITH source_rows AS (
     FROM {{source}}
     WHERE rowid >= $low AND rowid < $high
 )
-SELECT rid, type, e, a FROM source_rows
+-- The insert reads the texts only of the other types, because input rows come from the verdicts.
+SELECT rid, type, CASE WHEN type <> 'input_mismatch' THEN e END AS e, CASE WHEN type <> 'input_mismatch' THEN a END AS a
+FROM source_rows
 WHERE (type = 'input_mismatch' AND (e = a OR (e IS NULL AND a IS NULL)))
    OR (type = 'input_mismatch' AND rid IN (SELECT rid FROM {VERDICTS_TABLE})
        AND rid NOT IN (SELECT rid FROM {VERDICTS_TABLE} WHERE verdict = 'defer'))
@@ -400,20 +427,21 @@ def classify_batch(
                                                                         r.order_depth, r.order_actual) - 1
                             AS INTEGER) AS ordinal,
                        r.path, r.cause, r.expected, r.actual, r.rid, 0 AS sequence
-                FROM {ROWS_TABLE} AS r JOIN {source} AS s ON s.rowid = r.rid
+                FROM {ROWS_TABLE} AS r JOIN {source} AS s ON s.rowid = r.rid AND s.rowid >= $low AND s.rowid < $high
                 UNION ALL
                 SELECT s.{key}, s.position, 0, '',
                        CASE WHEN d.type = 'action_mismatch' THEN 'control_flow' ELSE 'other_value' END,
                        cause_sql_cut(CASE WHEN d.type = 'action_mismatch' THEN coalesce(d.e, 'null') ELSE d.e END),
                        cause_sql_cut(CASE WHEN d.type = 'action_mismatch' THEN coalesce(d.a, 'null') ELSE d.a END),
                        d.rid, 0
-                FROM {DECIDED_TABLE} AS d JOIN {source} AS s ON s.rowid = d.rid
+                FROM {DECIDED_TABLE} AS d JOIN {source} AS s ON s.rowid = d.rid AND s.rowid >= $low AND s.rowid < $high
                 WHERE d.type <> 'input_mismatch'
                 UNION ALL
                 SELECT {columns}, rid, sequence FROM cause_sql_python_rows
             )
             ORDER BY rid, ordinal, sequence
-            """
+            """,
+            parameters,
         ).fetchall()[0][0]
     finally:
         connection.unregister("cause_sql_python_rows")
