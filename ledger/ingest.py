@@ -320,7 +320,7 @@ class _LineBuffer:
     """Raw JSON Lines of one file on their way to the SQL checks, in batches of about `LINE_BATCH` lines.
 
     Each chunk of the reader becomes one Arrow record batch over the chunk's
-    bytes, without a copy, so DuckDB scans a batch's chunks on all cores.
+    bytes, without a copy, so DuckDB can scan a batch's chunks in parallel.
     """
 
     def __init__(self, ingest: "_Ingest", file_index: int, source: SourceFile, report: FileReport):

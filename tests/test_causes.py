@@ -123,12 +123,21 @@ def test_ingest_causes_equal_classifier_sample(ledger):
     assert sorted(set(stored)) == sorted(set(expected))
 
 
-def test_ingest_classifies_batches_in_background(ledger, monkeypatch):
-    """Many small batches classified while later ones are staged: every divergence once, none missed."""
+def test_ingest_classifies_batches_in_worker_process(ledger, monkeypatch):
+    """Many small batches classified in a worker while later ones are staged: every divergence once, none missed."""
     from ledger import ingest
 
     monkeypatch.setattr(ingest, "LINE_BATCH", 40)
     monkeypatch.setattr(ingest, "BATCH_ROWS", 25)
+    monkeypatch.setattr(store, "CLASSIFY_IN_PROCESS_ROWS", 10)
+    workers = []
+    executor = store.ProcessPoolExecutor
+
+    def counted_executor(*arguments, **options):
+        workers.append(executor(*arguments, **options))
+        return workers[-1]
+
+    monkeypatch.setattr(store, "ProcessPoolExecutor", counted_executor)
     raw = [json.loads(line) for line in SAMPLE_REPLAYS.read_text().splitlines()]
     ingest_paths(ledger, [str(SAMPLE_REPLAYS)])
 
@@ -143,9 +152,28 @@ def test_ingest_classifies_batches_in_background(ledger, monkeypatch):
                           WHERE c.submission_id = d.submission_id AND c.position = d.position)
           AND d.expected IS DISTINCT FROM d.actual
     """)
+    assert len(workers) == 1
     assert repeated == [(0,)]
     assert unclassified == [(0,)]
     assert sorted(set(stored)) == sorted(set(expected_causes(raw)))
+
+
+def _failing_cause_rows(divergences, key):
+    raise RuntimeError("classifier broke on purpose")
+
+
+def test_ingest_worker_error_leaves_ledger_unchanged(ledger, monkeypatch):
+    from ledger import ingest
+
+    monkeypatch.setattr(ingest, "LINE_BATCH", 40)
+    monkeypatch.setattr(store, "CLASSIFY_IN_PROCESS_ROWS", 1)
+    ingest_paths(ledger, [str(C10)])
+    monkeypatch.setattr(causes, "cause_rows", _failing_cause_rows)
+
+    with pytest.raises(RuntimeError, match="classifier broke on purpose"):
+        ingest_paths(ledger, [str(SAMPLE_REPLAYS)])
+
+    assert query(ledger, "SELECT count(*) FROM submissions") == [(1,)]
 
 
 @pytest.mark.parametrize("sql_fast_path", [True, False], ids=["sql", "python"])

@@ -211,6 +211,25 @@ def kill_when(process: subprocess.Popen, ready, extra_delay: float, limit: float
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="finding the merge needs Linux /proc")
+def processes_reading(path: Path, within: float) -> list[int]:
+    """Return the ids of processes whose command line names `path`, waiting up to `within` seconds for none."""
+    deadline = time.monotonic() + within
+    while True:
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                command = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if str(path).encode() in command:
+                found.append(int(entry.name))
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
 def test_ingest_killed_leaves_ledger_unchanged(tmp_path):
     ledger = tmp_path / "crash.duckdb"
     ingest_paths(ledger, [str(write_lines(tmp_path / "before.jsonl", [record(1), record(2, status="done")]))])
@@ -240,6 +259,8 @@ def test_ingest_killed_leaves_ledger_unchanged(tmp_path):
             assert len(after[3]) == len(before[3]) + 1, outcomes
             break
     assert any(stage == "merging" and alive for stage, _, alive in outcomes), outcomes
+    # Cause classification runs in worker processes, which must end with the killed ingest.
+    assert processes_reading(big, within=5.0) == []
 
     result = subprocess.run(
         [*replay_ledger_command(), "ingest", str(big), "--db", str(ledger), "--json"],

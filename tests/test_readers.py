@@ -481,7 +481,7 @@ def test_ingest_big_single_line_page_bounded_memory(tmp_path):
     assert (first, last) == ("run-0", "run-99999")
 
 
-def test_json_lines_split_into_small_chunks_and_batches(tmp_path, ledger, monkeypatch):
+def test_lines_small_chunks_keep_numbers(tmp_path, ledger, monkeypatch):
     """Lines cut across reads and checked in several SQL batches keep their numbers."""
     from ledger import ingest, readers
 

@@ -16,15 +16,19 @@ was before that ingest.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import logging
+import multiprocessing
 import os
 import random
+import signal
+import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -106,6 +110,11 @@ CAUSE_COLUMNS = (
 )
 STAGE_CAUSE_COLUMNS = (("seq", "BIGINT NOT NULL"),) + CAUSE_COLUMNS[1:]
 CLASSIFY_BATCH_ROWS = 20_000
+# Staged batches with at least this many divergences are classified in a worker process.
+CLASSIFY_IN_PROCESS_ROWS = 5_000
+CLASSIFY_WORKERS = 2
+CLASSIFY_NICENESS = 10
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 REJECTED_COLUMNS = (
     ("location", "VARCHAR NOT NULL"),
     ("field", "VARCHAR"),
@@ -177,8 +186,24 @@ def _canonical_select(columns: tuple[tuple[str, str], ...]) -> str:
     return ", ".join(parts)
 
 
+def _start_classifier_worker(parent: int) -> None:
+    """Prepare a classifying worker process: a lower priority, and an end when the ingest's process ends.
+
+    A worker would otherwise outlive an ingest killed with SIGKILL, because
+    it keeps both ends of the pipe it waits on open. Linux sends it SIGKILL when
+    the thread that forked it ends (prctl PR_SET_PDEATHSIG). Elsewhere it
+    stays until its next task fails.
+    """
+    os.nice(CLASSIFY_NICENESS)
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
 def classify_divergences(
-    connection: duckdb.DuckDBPyConnection, source: str, target: str, key: str, *, sql_fast_path: bool = True,
+    connection: duckdb.DuckDBPyConnection, source: str, target: str, key: str, *, sql_fast_path: bool = False,
     rowids: tuple[int, int] | None = None,
 ) -> int:
     """Classify the divergences of table `source` in batches and append their cause rows to `target`; return how many.
@@ -191,6 +216,10 @@ def classify_divergences(
     read into Arrow and classified in Python by `causes.cause_rows`.
     Everything runs on `connection`, so inside a transaction the rows land in
     that transaction. `rowids` (first, last) limits the work to those rowids.
+
+    The SQL fast path is off by default: on divergences whose values differ
+    from record to record, as real replays' do, it took as long as Python on
+    2 cores and 55% more CPU time (`bench/causes.py`, docs/benchmarks.md).
     """
     from ledger.store import cause_sql
 
@@ -546,10 +575,10 @@ class Stage:
         folder = tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{os.getpid()}-", dir=directory)
         self.path = Path(folder) / "stage.duckdb"
         self.connection = duckdb.connect(str(self.path), config={"memory_limit": STAGE_MEMORY_LIMIT})
-        self._classifier: ThreadPoolExecutor | None = None
-        self._classifier_connection: duckdb.DuckDBPyConnection | None = None
+        self._classifier: ProcessPoolExecutor | None = None
         self._classifying: list[Future] = []
         self._classified_below = 0
+        self._classified_rows = 0
         # Zone-less timestamps are cast in the session's zone, and the documented rule is UTC.
         self.connection.execute("SET TimeZone = 'UTC'")
         # Nothing reads the stage in insertion order (the merge orders by seq), so DuckDB may
@@ -578,7 +607,7 @@ class Stage:
         self._append_canonical("submissions", STAGE_SUBMISSION_COLUMNS, batch)
 
     def append_divergences(self, batch: pa.Table) -> None:
-        """Append divergences whose JSON columns hold any valid JSON text; they are stored in canonical text."""
+        """Append divergences whose JSON columns contain any valid JSON text; they are stored in canonical text."""
         self._append_canonical("divergences", STAGE_DIVERGENCE_COLUMNS, batch)
 
     def _append_canonical(self, table: str, columns: tuple[tuple[str, str], ...], batch: pa.Table) -> None:
@@ -603,42 +632,63 @@ class Stage:
         return classify_divergences(self.connection, "divergences", "divergence_causes", "seq")
 
     def classify_new_divergences(self) -> None:
-        """Start classifying the divergences staged since the last call, in a background thread.
+        """Classify the divergences staged since the last call, in a worker process for a large batch.
 
-        The thread has a connection of its own to the stage, so DuckDB
-        classifies one batch while this connection validates and stages the
-        next, and the two share the cores. Call `finish_classifying` before
-        `seal`.
+        Batches of `CLASSIFY_IN_PROCESS_ROWS` or more go to the workers. A
+        worker runs `causes.cause_rows` while this process validates and
+        stages the next batch, so the two share the cores without sharing the
+        interpreter lock. Finished batches are stored at the next call.
+        Smaller batches, until a worker exists, are classified here at once.
+        Call `finish_classifying` before `seal`.
         """
+        self._store_classified(wait=False)
         top = self.connection.execute("SELECT max(rowid) FROM divergences").fetchall()[0][0]
         if top is None or top < self._classified_below:
             return
-        if self._classifier is None:
-            self._classifier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay-ledger-classify")
-            self._classifier_connection = self.connection.cursor()
         low, self._classified_below = self._classified_below, top + 1
-        self._classifying.append(self._classifier.submit(
-            classify_divergences, self._classifier_connection, "divergences", "divergence_causes", "seq",
-            rowids=(low, top),
-        ))
+        batch = self.connection.sql(
+            "SELECT seq, position, type, expected::VARCHAR AS expected, actual::VARCHAR AS actual "
+            "FROM divergences WHERE rowid BETWEEN ? AND ?",
+            params=[low, top],
+        ).to_arrow_table()
+        if self._classifier is None and batch.num_rows < CLASSIFY_IN_PROCESS_ROWS:
+            rows = causes.cause_rows(batch, "seq")
+            _insert_arrow(self.connection, "divergence_causes", rows)
+            self._classified_rows += rows.num_rows
+            return
+        if self._classifier is None:
+            # fork, not spawn: the worker needs no fresh interpreter, and spawn would import
+            # the main module of the app or command again. The workers run at a lower
+            # priority, so they take the cores the staging leaves idle.
+            self._classifier = ProcessPoolExecutor(
+                max_workers=CLASSIFY_WORKERS, mp_context=multiprocessing.get_context("fork"),
+                initializer=_start_classifier_worker, initargs=(os.getpid(),),
+            )
+        self._classifying.append(self._classifier.submit(causes.cause_rows, batch, "seq"))
+
+    def _store_classified(self, *, wait: bool) -> None:
+        """Store the cause rows of the worker's finished batches, in order; with `wait`, of every batch."""
+        while self._classifying and (wait or self._classifying[0].done()):
+            rows = self._classifying.pop(0).result()
+            _insert_arrow(self.connection, "divergence_causes", rows)
+            self._classified_rows += rows.num_rows
 
     def finish_classifying(self) -> int:
-        """Classify what is left, wait for the background thread and return how many cause rows it stored.
+        """Classify what is left, store every batch's cause rows and return how many this stage has.
 
-        Raises the first error of the background classification.
+        Raises the worker's error, if any (a worker killed by the system raises BrokenProcessPool).
         """
-        self.classify_new_divergences()
         try:
-            return sum(future.result() for future in self._classifying)
+            self.classify_new_divergences()
+            self._store_classified(wait=True)
+            return self._classified_rows
         finally:
             self._stop_classifier()
 
     def _stop_classifier(self) -> None:
         if self._classifier is not None:
             self._classifier.shutdown(wait=True, cancel_futures=True)
-            self._classifier_connection.close()
         self._classifier = None
-        self._classifier_connection = None
         self._classifying = []
 
     def drop_file(self, file_index: int) -> None:
@@ -750,7 +800,7 @@ SELECT i.*,
 FROM incoming AS i;
 """
 _MERGE_SQL = _INCOMING_SQL + _FLAG_DUPLICATES_SQL
-# A stage written by this release holds every JSON value in DuckDB's canonical text (marked by
+# A stage written by this release stores every JSON value in DuckDB's canonical text (marked by
 # this table). Older inbox batches may not, so the merge rewrites their values with json().
 STAGE_FORMAT_TABLE = "canonical_json"
 
@@ -760,7 +810,7 @@ def _incoming_sql(stage: str, canonical: bool) -> str:
 
 
 def _kept_rows(stage: str, identities: str) -> str:
-    """A subquery of the staged submissions of `stage` joined to the kept rows of `identities` by seq."""
+    """Return a subquery of the staged submissions of `stage` joined to the kept rows of `identities` by seq."""
     return (
         f"(SELECT s.*, k.submission_id, k.content_hash FROM {stage}.submissions AS s "
         f"JOIN {identities} AS k USING (seq))"

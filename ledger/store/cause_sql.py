@@ -32,12 +32,12 @@ the node's full key. DuckDB accepts some texts that orjson rejects (NaN,
 Infinity, trailing commas, exponents beyond the double range); such texts
 are deferred too, so Python reports them as it always did.
 
-NOTE: this path costs about 14 µs of CPU time a divergence, about a quarter
-less than Python alone (5.7 s against 7.6 s for 400,528 divergences in
-`bench/causes.py` on 2 cores, docs/benchmarks.md). Its wall time is lower
-only because DuckDB uses both cores. The benchmark's divergences repeat 889
-texts, and DuckDB 2.0.1 runs ``json_tree`` once a distinct text of a batch,
-so on inputs that never repeat the walks cost more than measured there.
+NOTE: on divergences whose values differ from record to record, as real
+replays' do, this path took as long as Python alone on 2 cores and 55% more
+CPU time (11.4 s against 7.4 s for 400,057 divergences in `bench/causes.py`,
+docs/benchmarks.md). DuckDB 2.0.1 runs ``json_tree`` once a distinct text
+of a batch, so it only wins on repeated texts. `store.classify_divergences`
+therefore uses it only when a caller passes ``sql_fast_path=True``.
 """
 
 from __future__ import annotations
