@@ -19,6 +19,7 @@ import pyarrow as pa
 import pytest
 
 from ledger import causes, store
+from ledger.store import cause_sql
 from ledger.analysis import classify_divergence
 from ledger.ingest import ingest_paths
 from ledger.queries import Filters
@@ -176,8 +177,7 @@ def test_ingest_worker_error_leaves_ledger_unchanged(ledger, monkeypatch):
     assert query(ledger, "SELECT count(*) FROM submissions") == [(1,)]
 
 
-@pytest.mark.parametrize("sql_fast_path", [True, False], ids=["sql", "python"])
-def test_classify_rowid_range_only(tmp_path, sql_fast_path):
+def test_classify_rowid_range_only(tmp_path):
     stage = store.Stage(tmp_path)
     try:
         divergence = seed_divergence(0.5310232891183427)
@@ -191,9 +191,7 @@ def test_classify_rowid_range_only(tmp_path, sql_fast_path):
             "actual": [json.dumps(divergence["actual_inputs"])] * 10,
             "detail": ['{"type":"input_mismatch"}'] * 10,
         }))
-        stored = store.classify_divergences(
-            stage.connection, "divergences", "divergence_causes", "seq", sql_fast_path=sql_fast_path, rowids=(2, 5),
-        )
+        stored = cause_sql.classify_table(stage.connection, "divergences", "divergence_causes", "seq", 2, 5).rows
         seqs = stage.connection.execute("SELECT seq FROM divergence_causes ORDER BY seq").fetchall()
     finally:
         stage.discard()

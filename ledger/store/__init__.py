@@ -204,7 +204,6 @@ def _start_classifier_worker(parent: int) -> None:
 
 def classify_divergences(
     connection: duckdb.DuckDBPyConnection, source: str, target: str, key: str, *, sql_fast_path: bool = False,
-    rowids: tuple[int, int] | None = None,
 ) -> int:
     """Classify the divergences of table `source` in batches and append their cause rows to `target`; return how many.
 
@@ -215,7 +214,7 @@ def classify_divergences(
     batches are ranges of DuckDB's ``rowid`` of `CLASSIFY_BATCH_ROWS` rows,
     read into Arrow and classified in Python by `causes.cause_rows`.
     Everything runs on `connection`, so inside a transaction the rows land in
-    that transaction. `rowids` (first, last) limits the work to those rowids.
+    that transaction.
 
     The SQL fast path is off by default: on divergences whose values differ
     from record to record, as real replays' do, it took as long as Python on
@@ -223,12 +222,9 @@ def classify_divergences(
     """
     from ledger.store import cause_sql
 
-    if rowids is not None:
-        first, last = rowids
-    else:
-        # fetchall, not fetchone: DuckDB refuses connection.sql() while a result is still open.
-        # Rows a transaction has not committed yet get rowids from 2**62 up, so the range starts at min(rowid).
-        first, last = connection.execute(f"SELECT min(rowid), max(rowid) FROM {source}").fetchall()[0]
+    # fetchall, not fetchone: DuckDB refuses connection.sql() while a result is still open.
+    # Rows a transaction has not committed yet get rowids from 2**62 up, so the range starts at min(rowid).
+    first, last = connection.execute(f"SELECT min(rowid), max(rowid) FROM {source}").fetchall()[0]
     if last is None:
         return 0
     if sql_fast_path:
@@ -622,14 +618,6 @@ class Stage:
     ) -> tuple[int, list[tuple[int, str]], list[int]]:
         """Validate a batch of a file's raw JSON Lines in SQL and stage the clean ones; see `lines.check_batch`."""
         return line_checks.check_batch(self.connection, lines, file_index, name, deployment, first_seq)
-
-    def classify_divergences(self) -> int:
-        """Classify every staged divergence into the stage's cause rows, keyed by (seq, position); return how many.
-
-        Call it once, after the last record is staged: the merge copies the
-        cause rows of the submissions it keeps.
-        """
-        return classify_divergences(self.connection, "divergences", "divergence_causes", "seq")
 
     def classify_new_divergences(self) -> None:
         """Classify the divergences staged since the last call, in a worker process for a large batch.
