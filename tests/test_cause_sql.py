@@ -60,7 +60,7 @@ def classify_both(divergences: list[tuple[str, str | None, str | None]]) -> tupl
         stage_table(connection, divergences)
         connection.execute(f"CREATE TABLE fast ({CAUSE_COLUMNS})")
         connection.execute(f"CREATE TABLE python ({CAUSE_COLUMNS})")
-        stored = store.classify_divergences(connection, "divergences", "fast", "seq")
+        stored = store.classify_divergences(connection, "divergences", "fast", "seq", sql_fast_path=True)
         store.classify_divergences(connection, "divergences", "python", "seq", sql_fast_path=False)
         first, last = connection.execute("SELECT min(rowid), max(rowid) FROM divergences").fetchall()[0]
         connection.execute(f"CREATE TABLE counted ({CAUSE_COLUMNS})")
@@ -525,7 +525,7 @@ def test_cause_sql_submission_key_in_transaction():
             [(f"sub-{number:04d}", number % 3, kind, None, None, expected, actual, "{}")
              for number, (kind, expected, actual) in enumerate(divergences)],
         )
-        stored = store.classify_divergences(connection, "divergences", "fast", "submission_id")
+        stored = store.classify_divergences(connection, "divergences", "fast", "submission_id", sql_fast_path=True)
         store.classify_divergences(connection, "divergences", "python", "submission_id", sql_fast_path=False)
         fast = connection.execute("SELECT * FROM fast ORDER BY rowid").fetchall()
         python = connection.execute("SELECT * FROM python ORDER BY rowid").fetchall()
