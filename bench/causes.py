@@ -1,10 +1,11 @@
 """Benchmark: divergence cause classification with the SQL fast path against Python alone.
 
 Generates N submissions with `bench/ingest.py`'s generator (default 1,000,000,
-about 400,000 divergences) or reuses a JSON Lines file, loads their
-divergences into a DuckDB file as a table shaped like the stage's, and times
-`store.classify_divergences` on it with the SQL fast path and with Python
-only, alternating, `--repeats` times each, under the stage's memory limit.
+about 400,000 divergences) or reuses a JSON Lines file. It loads their
+divergences into a DuckDB file as a table shaped like the stage's. Then it
+times `store.classify_divergences` on it with the SQL fast path and with
+Python only, alternating, `--repeats` times each, under the stage's memory
+limit.
 
 Prints the median seconds and divergences per second of each, their ratio,
 how many divergences SQL decided and how many it left to Python, whether both

@@ -14,24 +14,9 @@ import pytest
 from ledger import store
 from ledger.ingest import ingest_paths
 from ledger.readers import SourceError, SourceFile, find_sources, read_records, run_id_from_name
+from tests.records import record
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def record(number: int, **fields) -> dict:
-    """Return a valid record whose run id is ``run-<number>``."""
-    value = {
-        "run_id": f"run-{number}",
-        "status": "success",
-        "actions_replayed": 3,
-        "actions_total": 3,
-        "divergences_detected": 0,
-        "divergences": [],
-        "cost_savings": 0.25,
-        "submitted_at": "2026-03-01T10:00:00Z",
-    }
-    value.update(fields)
-    return value
 
 
 def sdk_body() -> dict:

@@ -20,12 +20,15 @@ SQL decides:
   DuckDB 2.0.1 writes a double with the same text as orjson. Nodes of equal
   text on both sides are equal values, so they need no check.
 
-Within such a divergence, SQL defers it still when a differing list of equal
-length contains an object or a list (reordering then needs canonical texts), a
-string contains a date-like or UUID-like token without both sides being a
-whole timestamp or a whole UUID, a timestamp falls outside the years
-1000-8999 or has second 60, or two numbers lie too close to the 1e-9
-relative float-noise limit to judge in double precision.
+Within such a divergence, SQL still defers it in four cases:
+
+- a differing list of equal length contains an object or a list, because
+  reordering then needs canonical texts;
+- a string contains a date-like or UUID-like token without both sides being
+  a whole timestamp or a whole UUID;
+- a timestamp falls outside the years 1000-8999 or has second 60;
+- two numbers lie too close to the 1e-9 relative float-noise limit to judge
+  in double precision.
 
 The node walk is DuckDB's ``json_tree``, joined between the two sides on
 the node's full key. DuckDB accepts some texts that orjson rejects (NaN,

@@ -12,7 +12,7 @@ line both accept (tests/test_paths_agree.py and tests/test_normalize.py).
 Each line is parsed twice, once for its key list and once into its fields
 as JSON texts, and its divergence list three more times (fields, key lists,
 element types). DuckDB writes every extracted JSON value in one canonical
-form, so the stage holds canonical text and the merge hashes it as it is.
+form, so the stage contains canonical text and the merge hashes it as it is.
 """
 
 from __future__ import annotations
