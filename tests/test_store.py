@@ -104,6 +104,54 @@ def test_reading_missing_ledger(tmp_path):
 # --- idempotency ----------------------------------------------------------------------------
 
 
+CSV_TEXT = "run_id,status\nrun-1,success\n"
+
+
+def csv_posing_as_ledger(tmp_path: Path) -> Path:
+    """Return a CSV file, which DuckDB would open as a temporary database that views it."""
+    path = tmp_path / "notes.csv"
+    path.write_text(CSV_TEXT)
+    return path
+
+
+def test_writing_data_file_rejected(tmp_path):
+    path = csv_posing_as_ledger(tmp_path)
+    with pytest.raises(store.LedgerUnreadable) as raised:
+        with store.writing(path):
+            pass
+    assert str(raised.value).startswith(f"{path}: is not a DuckDB ledger file (it starts with 'run_id,s'); ")
+    assert path.read_text() == CSV_TEXT
+
+
+@pytest.mark.parametrize("opener", ["reading", "sandbox"])
+def test_reading_data_file_rejected(tmp_path, opener):
+    path = csv_posing_as_ledger(tmp_path)
+    with pytest.raises(store.LedgerUnreadable):
+        with getattr(store, opener)(path):
+            pass
+    assert path.read_text() == CSV_TEXT
+
+
+def test_receiver_attach_data_file_rejected(tmp_path):
+    path = csv_posing_as_ledger(tmp_path)
+    connection = store.receiver_connection()
+    try:
+        with pytest.raises(store.LedgerUnreadable):
+            with store.attached(connection, path):
+                pass
+    finally:
+        connection.close()
+    assert path.read_text() == CSV_TEXT
+
+
+def test_ledger_check_passes_new_empty_and_real(tmp_path, ledger):
+    (tmp_path / "empty.duckdb").touch()
+    store.check_ledger_file(tmp_path / "absent.duckdb")
+    store.check_ledger_file(tmp_path / "empty.duckdb")
+    store.check_ledger_file(ledger)
+    assert not (tmp_path / "absent.duckdb").exists()
+
+
 def test_same_file_twice_stored_once(ledger, tmp_path):
     path = write_lines(tmp_path / "a.jsonl", [record(1), record(2), record(3)])
     first = ingest_paths(ledger, [str(path)])

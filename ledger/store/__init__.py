@@ -360,7 +360,41 @@ def _is_busy(error: Exception) -> bool:
     return "lock" in text.lower() or "different configuration" in text or "file handle conflict" in text.lower()
 
 
+# Every DuckDB database file has these bytes at this offset of its first header block.
+_DUCKDB_MAGIC = b"DUCK"
+_DUCKDB_MAGIC_OFFSET = 8
+
+
+def check_ledger_file(path: Path) -> None:
+    """Raise LedgerUnreadable when `path` exists and is not empty but is not a DuckDB database file.
+
+    DuckDB opens an existing CSV, Parquet or JSON file as a temporary database
+    that views it, so writes to such a "ledger" would succeed and then vanish.
+    A path that does not exist or an empty file is left to DuckDB, which
+    creates or rejects it.
+    """
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(_DUCKDB_MAGIC_OFFSET + len(_DUCKDB_MAGIC))
+    except (FileNotFoundError, IsADirectoryError):
+        return
+    except OSError as error:
+        raise LedgerUnreadable(f"{path}: cannot be read ({error.strerror}); give another file with --db") from error
+    if head and head[_DUCKDB_MAGIC_OFFSET:] != _DUCKDB_MAGIC:
+        raise LedgerUnreadable(
+            f"{path}: is not a DuckDB ledger file (it starts with {_first_bytes(head)}); "
+            "give a ledger file with --db or REPLAY_LEDGER_DB, and ingest data files with `replay-ledger ingest`"
+        )
+
+
+def _first_bytes(head: bytes) -> str:
+    """Return the first bytes of a file as readable text for an error message."""
+    text = head[:_DUCKDB_MAGIC_OFFSET].decode("utf-8", "replace")
+    return repr("".join(character if character.isprintable() else "?" for character in text))
+
+
 def _connect(path: Path, *, read_only: bool, budget: float, memory_limit: str) -> duckdb.DuckDBPyConnection:
+    check_ledger_file(path)
     deadline = time.monotonic() + budget
     delay = 0.005
     while True:
@@ -435,6 +469,7 @@ def sandbox(path: Path, *, budget: float = READ_BUDGET_SECONDS,
     """
     if not path.exists():
         raise LedgerMissing(f"{path}: no ledger here yet; run `replay-ledger ingest` or `replay-ledger demo` first")
+    check_ledger_file(path)
     connection = duckdb.connect(":memory:", config={
         "memory_limit": memory_limit,
         "temp_directory": "",
@@ -1099,6 +1134,7 @@ def attached(
     process (or another connection of this one) keeps the file past `budget` seconds.
     """
     ledger.parent.mkdir(parents=True, exist_ok=True)
+    check_ledger_file(ledger)
     deadline = time.monotonic() + budget
     delay = 0.002
     mode = " (READ_ONLY)" if read_only else ""
