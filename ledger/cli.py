@@ -25,8 +25,8 @@ from rich.table import Table
 from ledger import deploy_log, sample, store
 from ledger.export import FORMATS, ExportError, export_file
 from ledger.ingest import EXIT_USAGE, IngestReport, ingest_paths
-from ledger.models import STATUSES, FieldError, parse_timestamp
-from ledger.queries import Filters, Tiles, tiles, tiles_by_deployment
+from ledger.models import STATUSES, FieldError, number_from_text, parse_timestamp
+from ledger.queries import Filters, Tiles, deployments, tiles, tiles_by_deployment
 from ledger.readers import SourceError
 
 app = typer.Typer(
@@ -47,7 +47,7 @@ DbOption = Annotated[
     Optional[Path],
     typer.Option("--db", help="Ledger file. Default: $REPLAY_LEDGER_DB, else ./replay-ledger.duckdb.", show_default=False),
 ]
-QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors and the final line.")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Print only rejected records, errors and the summary line.")]
 PROGRESS_AFTER_SECONDS = 2.0
 REJECTIONS_SHOWN = 50
 
@@ -68,10 +68,11 @@ def money(amount: Decimal) -> str:
 
 
 def parse_time_option(name: str, value: str | None) -> datetime | None:
+    """Return the instant of a time option: ISO-8601 text, or epoch seconds (epoch milliseconds from 1e11)."""
     if value is None:
         return None
     try:
-        return parse_timestamp(name, value)[0]
+        return parse_timestamp(name, number_from_text(value))[0]
     except FieldError as error:
         fail(f"--{name}: {error.reason}")
 
@@ -102,7 +103,7 @@ class _LazyProgress:
 
 @app.command()
 def ingest(
-    paths: Annotated[list[str], typer.Argument(help="Files or folders to ingest; '-' reads standard input.")],
+    paths: Annotated[list[str], typer.Argument(metavar="PATH", help="Files or folders to ingest; '-' reads standard input.")],
     db: DbOption = None,
     deployment: Annotated[
         Optional[str], typer.Option(help="Deployment for every record, over any 'deployment' field in the data.")
@@ -226,10 +227,21 @@ def _filters(deployment: list[str] | None, status: list[str] | None, since: str 
     )
 
 
-DeploymentFilter = Annotated[Optional[list[str]], typer.Option("--deployment", help="Only this deployment (repeatable).")]
-StatusFilter = Annotated[Optional[list[str]], typer.Option("--status", help="Only this status: success, partial or failed (repeatable).")]
-SinceOption = Annotated[Optional[str], typer.Option(help="Only submissions at or after this time (ISO-8601 or epoch seconds).")]
-UntilOption = Annotated[Optional[str], typer.Option(help="Only submissions before this time (ISO-8601 or epoch seconds).")]
+def _check_deployments(ledger: Path, filters: Filters) -> None:
+    """Exit 2 when a --deployment value has no submissions in the ledger, so a typo does not pass for zero."""
+    if not filters.deployments:
+        return
+    known = deployments(ledger)
+    for name in filters.deployments:
+        if name not in known:
+            fail(f"--deployment {name!r} has no submissions in {ledger}; "
+                 f"deployments with submissions: {', '.join(known) or 'none yet'}")
+
+
+DeploymentFilter = Annotated[Optional[list[str]], typer.Option("--deployment", metavar="NAME", help="Only this deployment (repeatable).")]
+StatusFilter = Annotated[Optional[list[str]], typer.Option("--status", metavar="STATUS", help="Only this status: success, partial or failed (repeatable).")]
+SinceOption = Annotated[Optional[str], typer.Option(metavar="TIME", help="Only submissions at or after this time (ISO-8601 or epoch seconds).")]
+UntilOption = Annotated[Optional[str], typer.Option(metavar="TIME", help="Only submissions before this time (ISO-8601 or epoch seconds).")]
 
 
 @app.command()
@@ -253,6 +265,7 @@ def stats(
             err.print("warning: the ledger is busy, so records waiting in its inbox are not counted yet",
                       markup=False, highlight=False)
     try:
+        _check_deployments(ledger, filters)
         rows = [("all", tiles(ledger, filters))]
         if by_deployment:
             rows += tiles_by_deployment(ledger, filters)
@@ -297,6 +310,7 @@ def export(
     ledger = store.ledger_path(db)
     filters = _filters(deployment, status, since, until)
     try:
+        _check_deployments(ledger, filters)
         rows = export_file(ledger, output, file_format, filters)
     except (ExportError, store.LedgerMissing) as error:
         fail(str(error))
@@ -342,7 +356,7 @@ def _first_error(error: Exception) -> str:
 def deploys_add(
     deployment: Annotated[str, typer.Option(help="The deployment that was deployed.")],
     version: Annotated[str, typer.Option(help="The version deployed.")],
-    at: Annotated[Optional[str], typer.Option(help="When (ISO-8601 or epoch seconds). Default: now.")] = None,
+    at: Annotated[Optional[str], typer.Option(metavar="TIME", help="When (ISO-8601 or epoch seconds). Default: now.")] = None,
     note: Annotated[str, typer.Option(help="A note shown in chart tooltips.")] = "",
     db: DbOption = None,
 ) -> None:

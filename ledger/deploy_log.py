@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from ledger.models import DeployMarker, first_field_error
+from ledger.models import DeployMarker, first_field_error, number_from_text
 
 REQUIRED_COLUMNS = ("deployment", "version", "deployed_at")
 
@@ -55,7 +55,11 @@ def parse_deploy_log(text: str, name: str, *, as_json: bool = False) -> list[dic
             raise DeployLogError(
                 f"{name}: the header lacks {', '.join(sorted(missing))}; expected deployment,version,deployed_at,note"
             )
-        located = [(f"{name}:{number}", row) for number, row in enumerate(reader, start=2)]
+        # CSV cells are text, so a deployed_at of epoch seconds is read as the number it spells.
+        located = [
+            (f"{name}:{number}", {**row, "deployed_at": number_from_text(row.get("deployed_at"))})
+            for number, row in enumerate(reader, start=2)
+        ]
     markers = []
     for location, row in located:
         if not isinstance(row, dict):

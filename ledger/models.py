@@ -174,6 +174,22 @@ def parse_deployment(field: str, value: Any) -> str:
 _ISO_SPACE = re.compile(r"^(\d{4}-\d{2}-\d{2}) (\d)")
 
 
+_NUMBER_TEXT = re.compile(r"[+-]?\d+(?:\.\d+)?")
+
+
+def number_from_text(value: Any) -> Any:
+    """Return text that is a plain decimal number as that number (int or Decimal), and any other value unchanged.
+
+    For times typed as text, in command options and CSV cells, so that epoch
+    seconds work there. A record's JSON string of digits is still rejected,
+    because records do not go through this.
+    """
+    if isinstance(value, str) and _NUMBER_TEXT.fullmatch(value.strip()):
+        text = value.strip()
+        return Decimal(text) if "." in text else int(text)
+    return value
+
+
 def parse_timestamp(field: str, value: Any) -> tuple[datetime, bool]:
     """Return (instant in UTC, was_zoneless) for a timestamp, or raise FieldError.
 

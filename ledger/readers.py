@@ -79,7 +79,8 @@ def run_id_from_name(name: str) -> str | None:
 def find_sources(paths: list[str]) -> tuple[list[SourceFile], list[str]]:
     """Expand paths (``-`` is standard input, folders are walked) into sources; return (sources, skipped notes).
 
-    Raises SourceError for a path that does not exist.
+    Raises SourceError for a path that does not exist, and for a CSV file named
+    directly (in a folder, one is skipped with a note): CSV files are deploy logs.
     """
     sources: list[SourceFile] = []
     skipped: list[str] = []
@@ -100,6 +101,9 @@ def find_sources(paths: list[str]) -> tuple[list[SourceFile], list[str]]:
                                    "`replay-ledger deploys import`")
                 else:
                     skipped.append(f"{child}: skipped, not a JSON, JSON Lines or gzip file")
+        elif path.is_file() and path.suffix.lower() == ".csv":
+            raise SourceError(f"{raw}: is a CSV file, and CSV files are deploy logs; load it with "
+                              f"`replay-ledger deploys import {raw}`")
         elif path.is_file():
             sources.append(SourceFile(name=str(path), path=path))
         elif path.exists():
@@ -233,7 +237,8 @@ def read_records(source: SourceFile, *, line_chunks: bool = False) -> Iterator[R
             source.shape = "unknown"
             yield RawRecord(
                 location=source.name,
-                error=f"does not start like JSON (first byte {first!r}); give a JSON, JSON Lines or gzip file",
+                error=f"does not start like JSON (first character {first.decode('latin-1')!r}); "
+                      "give a JSON, JSON Lines or gzip file",
             )
     except (OSError, EOFError, gzip.BadGzipFile, UnicodeDecodeError) as error:
         yield RawRecord(location=source.name, error=f"reading failed: {error}")

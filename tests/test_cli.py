@@ -91,24 +91,45 @@ def test_ingest_missing_path_exit_2(ledger, tmp_path):
     assert not ledger.exists()
 
 
+def test_ingest_named_csv_exit_2(ledger, tmp_path):
+    good = write_lines(tmp_path / "a.jsonl", [record(1)])
+    log = write_deploy_csv(tmp_path / "deploys.csv", [("prod-eu", "2.2.0", "2026-03-01T10:00:00Z", "")])
+    result = invoke("ingest", good, log, "--db", ledger)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (
+        f"error: {log}: is a CSV file, and CSV files are deploy logs; load it with `replay-ledger deploys import {log}`"
+    )
+    assert not ledger.exists()
+
+
 def replay_ledger_command() -> list[str]:
     script = Path(sys.executable).with_name("replay-ledger")
     return [str(script)] if script.exists() else [sys.executable, "-m", "ledger.cli"]
 
 
+NOT_LEDGERS = {
+    "notes.duckdb": ("these are my notes, not a ledger\n", "these ar"),
+    # DuckDB opens an existing CSV file as a temporary database, so an ingest into it would vanish.
+    "ledger.csv": ("run_id,status\nrun-1,success\n", "run_id,s"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NOT_LEDGERS))
 @pytest.mark.parametrize("command", [("ingest",), ("stats",)])
-def test_not_a_ledger_exit_2(tmp_path, command):
-    fake = tmp_path / "notes.duckdb"
-    fake.write_text("these are my notes, not a ledger\n")
+def test_not_a_ledger_exit_2(tmp_path, command, name):
+    text, start = NOT_LEDGERS[name]
+    fake = tmp_path / name
+    fake.write_text(text)
     paths = [str(write_lines(tmp_path / "a.jsonl", [record(1)]))] if command == ("ingest",) else []
     # A subprocess, because the error is turned into exit code 2 once, in main().
     result = subprocess.run([*replay_ledger_command(), *command, *paths, "--db", str(fake)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr
-    assert result.stderr.startswith(f"error: {fake}: cannot be opened as a ledger (")
-    assert result.stderr.strip().endswith("; give another file with --db")
-    assert "Traceback" not in result.stderr
-    assert fake.read_text() == "these are my notes, not a ledger\n"
+    assert result.stderr.strip() == (
+        f"error: {fake}: is not a DuckDB ledger file (it starts with {start!r}); give a ledger file with --db or "
+        "REPLAY_LEDGER_DB, and ingest data files with `replay-ledger ingest`"
+    )
+    assert fake.read_text() == text
 
 
 def test_ingest_json_output_parses(ledger, tmp_path):
@@ -203,6 +224,49 @@ def test_stats_filters(varied_ledger):
     assert json.loads(result.stdout)[0]["submissions"] == expected[0][0]
 
 
+# 2026-03-03T12:00:00Z, the time of the 13th varied record.
+EPOCH_NOON = 1772539200
+
+
+@pytest.mark.parametrize("since", [str(EPOCH_NOON), f"{EPOCH_NOON}.0", str(EPOCH_NOON * 1000)])
+def test_stats_since_epoch(varied_ledger, since):
+    by_epoch = invoke("stats", "--db", varied_ledger, "--json", "--since", since)
+    by_iso = invoke("stats", "--db", varied_ledger, "--json", "--since", "2026-03-03T12:00:00Z")
+    expected = query(varied_ledger, "SELECT count(*) FROM submissions WHERE submitted_at >= TIMESTAMPTZ '2026-03-03 12:00:00+00'")
+    assert by_epoch.exit_code == 0, by_epoch.output
+    assert json.loads(by_epoch.stdout)[0]["submissions"] == expected[0][0]
+    assert expected[0][0] == 18
+    assert json.loads(by_epoch.stdout) == json.loads(by_iso.stdout)
+
+
+def test_stats_until_epoch_fraction(varied_ledger):
+    # Half a second after the 13th record's time, so it counts as before --until.
+    result = invoke("stats", "--db", varied_ledger, "--json", "--until", f"{EPOCH_NOON}.5")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)[0]["submissions"] == 13
+
+
+def test_stats_since_epoch_before_2000_exit_2(varied_ledger):
+    result = invoke("stats", "--db", varied_ledger, "--since", "-5")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "error: --since: is 1969-12-31T23:59:55+00:00, outside the accepted range 2000-01-01 to 2100-01-01"
+    )
+
+
+@pytest.mark.parametrize("command", ["stats", "export"])
+def test_unknown_deployment_exit_2(varied_ledger, tmp_path, command):
+    output = tmp_path / "out.csv"
+    extra = ["--output", output] if command == "export" else []
+    result = invoke(command, "--db", varied_ledger, "--deployment", "prod-eu", "--deployment", "prod-euu", *extra)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (
+        f"error: --deployment 'prod-euu' has no submissions in {varied_ledger}; "
+        "deployments with submissions: prod-eu, prod-us, staging"
+    )
+    assert not output.exists()
+
+
 def test_stats_missing_ledger_exit_2(tmp_path):
     result = invoke("stats", "--db", tmp_path / "none.duckdb")
     assert result.exit_code == 2
@@ -233,6 +297,20 @@ def test_deploys_add_and_list(ledger):
     assert listing.exit_code == 0
     assert "2026-03-01 08:30:00" in listing.stdout
     assert "new index" in listing.stdout
+
+
+def test_deploys_add_at_epoch(ledger):
+    result = invoke("deploys", "add", "--deployment", "prod-eu", "--version", "2.2.0", "--at", str(EPOCH_NOON),
+                    "--db", ledger)
+    assert result.exit_code == 0, result.output
+    assert query(ledger, "SELECT deployed_at FROM deploys") == [(datetime(2026, 3, 3, 12, tzinfo=timezone.utc),)]
+
+
+def test_deploys_import_csv_epoch(ledger, tmp_path):
+    log = write_deploy_csv(tmp_path / "deploys.csv", [("prod-eu", "2.2.0", str(EPOCH_NOON), "")])
+    result = invoke("deploys", "import", log, "--db", ledger)
+    assert result.exit_code == 0, result.output
+    assert query(ledger, "SELECT deployed_at FROM deploys") == [(datetime(2026, 3, 3, 12, tzinfo=timezone.utc),)]
 
 
 def test_deploys_add_bad_time_exit_2(ledger):

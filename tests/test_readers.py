@@ -304,7 +304,19 @@ def test_ingest_not_json(tmp_path, ledger):
     report = ingest_paths(ledger, [str(path)])
     assert report.ingested == 0
     assert [item.location for item in report.files[0].rejected] == [str(path)]
-    assert "does not start like JSON" in report.files[0].rejected[0].reason
+    assert report.files[0].rejected[0].reason == (
+        "does not start like JSON (first character 'h'); give a JSON, JSON Lines or gzip file"
+    )
+
+
+def test_named_csv_file_rejected_whole(tmp_path):
+    path = tmp_path / "deploys.csv"
+    path.write_text("deployment,version,deployed_at\nprod,1.0,2026-03-01T00:00:00Z\n")
+    with pytest.raises(SourceError) as raised:
+        find_sources([str(path)])
+    assert str(raised.value) == (
+        f"{path}: is a CSV file, and CSV files are deploy logs; load it with `replay-ledger deploys import {path}`"
+    )
 
 
 def test_ingest_truncated_array(tmp_path, ledger):
