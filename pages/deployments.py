@@ -125,7 +125,7 @@ def summary_table(rows: list[deploys.DeploymentSummary], view: View, now: dateti
     st.dataframe(frame, hide_index=True, width="stretch", key="deployments_table", column_config={
         "Deployment": st.column_config.LinkColumn(
             "Deployment", display_text=r"\?deployment=([^&#]*)", help="Opens the Trends page for this deployment."),
-        "Submissions": st.column_config.NumberColumn("Submissions", format="%d"),
+        "Submissions": st.column_config.NumberColumn("Submissions", format="%,d"),
         "Success": st.column_config.TextColumn("Success", help="Share of submissions replayed with no divergence."),
         "Partial": st.column_config.TextColumn("Partial", help="Share replayed to the end with divergences."),
         "Failed · aborted": st.column_config.TextColumn(
