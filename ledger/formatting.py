@@ -1,10 +1,11 @@
 """Text for numbers, money and times as the app shows them; pure functions, no Streamlit.
 
 Money is formatted from `Decimal` without a detour through float, so the
-ledger's exact sums reach the screen unchanged. Amounts are shown to the cent
-with a thousands separator. An amount that is not zero never reads ``$0.00``:
-a magnitude under a cent reads ``<$0.01``. Times are shown in a zone the
-caller picks, normally the viewer's browser zone or UTC.
+ledger's exact sums reach the screen unchanged. `money` shows amounts to the
+cent with a thousands separator, and an amount that is not zero never reads
+``$0.00``: a magnitude under a cent reads ``<$0.01``. `exact_money` shows an
+amount as stored, with as many decimals as it needs. Times are shown in a zone
+the caller picks, normally the viewer's browser zone or UTC.
 """
 
 from __future__ import annotations
@@ -58,6 +59,24 @@ def money(amount: Decimal | int | str | float | None) -> str:
     return f"{sign}${magnitude.quantize(CENT, rounding=ROUND_HALF_UP):,}"
 
 
+def money_places(amounts: list[Decimal | None]) -> int:
+    """Return how many decimals show every amount exactly: at least two (cents), at most the ledger's six."""
+    places = [-amount.normalize().as_tuple().exponent for amount in amounts if amount is not None and amount]
+    return max([2, *places])
+
+
+def exact_money(amount: Decimal | None, places: int | None = None) -> str:
+    """Format US dollars exactly as stored: ``$0.09``, ``$0.004``, ``$1,234.50``.
+
+    `places` pads to that many decimals, so a column of amounts lines up; it
+    never cuts digits, because it is at least `money_places([amount])`.
+    """
+    if amount is None:
+        return MISSING
+    decimals = max(places or 0, money_places([amount]))
+    return f"${amount.quantize(Decimal(1).scaleb(-decimals)):,f}"
+
+
 def money_delta(amount: Decimal | int | None) -> str | None:
     """Format a change in dollars with its sign (``+$1.20``, ``-<$0.01``); None when there is nothing to compare."""
     if amount is None:
@@ -72,6 +91,18 @@ def money_delta(amount: Decimal | int | None) -> str | None:
 def count(number: int | None) -> str:
     """Format a count with thousands separators, or a dash for None."""
     return MISSING if number is None else f"{number:,}"
+
+
+def plural(number: int, noun: str) -> str:
+    """Format a count with its noun, adding an s unless the count is one: ``1 warning``, ``1,200 ingests``."""
+    return f"{count(number)} {noun}{'' if number == 1 else 's'}"
+
+
+def file_size(size: int) -> str:
+    """Format a byte count in decimal units: ``12.3 kB`` under a megabyte, ``4.5 MB`` from one up."""
+    if size < 1_000_000:
+        return f"{size / 1000:,.1f} kB"
+    return f"{size / 1_000_000:,.1f} MB"
 
 
 def count_delta(number: int | None) -> str | None:

@@ -191,3 +191,72 @@ def test_preview_cut_at_limit():
     assert text == "xxxxxxxxx…"
     assert len(text) == 10
     assert formatting.preview(list(range(50)), limit=12) == "50 items: [0,1,2,3,4,…"
+
+
+@pytest.mark.parametrize(
+    ("amount", "expected"),
+    [
+        (Decimal("0.09"), "$0.09"),
+        (Decimal("0.004"), "$0.004"),
+        (Decimal("0.000001"), "$0.000001"),
+        (Decimal("1234.5"), "$1,234.50"),
+        (Decimal("1234567.891"), "$1,234,567.891"),
+        (Decimal("1.090000"), "$1.09"),
+        (Decimal("1E+2"), "$100.00"),
+        (Decimal("0"), "$0.00"),
+    ],
+)
+def test_exact_money_as_stored(amount, expected):
+    assert formatting.exact_money(amount) == expected
+
+
+def test_exact_money_padded_never_cut():
+    assert formatting.exact_money(Decimal("0.5"), 4) == "$0.5000"
+    assert formatting.exact_money(Decimal("0.123456"), 2) == "$0.123456"
+
+
+def test_exact_money_missing():
+    assert formatting.exact_money(None) == "—"
+    assert formatting.exact_money(None, 4) == "—"
+
+
+@pytest.mark.parametrize(
+    ("amounts", "expected"),
+    [
+        ([], 2),
+        ([None, Decimal("0")], 2),
+        ([Decimal("1.5"), Decimal("1E+2")], 2),
+        ([Decimal("0.09"), Decimal("0.004"), None], 3),
+        ([Decimal("1.090000"), Decimal("0.000001")], 6),
+    ],
+)
+def test_money_places_longest_amount(amounts, expected):
+    assert formatting.money_places(amounts) == expected
+
+
+@pytest.mark.parametrize(
+    ("number", "noun", "expected"),
+    [
+        (1, "warning", "1 warning"),
+        (0, "warning", "0 warnings"),
+        (2, "ingest", "2 ingests"),
+        (1200, "ingest", "1,200 ingests"),
+    ],
+)
+def test_plural_noun(number, noun, expected):
+    assert formatting.plural(number, noun) == expected
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [
+        (0, "0.0 kB"),
+        (1_500, "1.5 kB"),
+        (999_000, "999.0 kB"),
+        (1_000_000, "1.0 MB"),
+        (12_345_678, "12.3 MB"),
+        (2_500_000_000, "2,500.0 MB"),
+    ],
+)
+def test_file_size_units(size, expected):
+    assert formatting.file_size(size) == expected
