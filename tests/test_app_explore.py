@@ -383,6 +383,19 @@ def test_explore_download_prepared_file(explore_app: AppTest, explore_ledger: Pa
     assert [button.label for button in explore_app.get("download_button")] == ["Download Parquet"]
 
 
+def test_explore_prepare_after_failed_export(explore_app: AppTest, explore_ledger: Path, cleanup_export):
+    show(explore_app, min_div="2")
+    explore_app.button_group(key="explore_format").set_value("csv").run()
+    # What the page keeps after an export failed, for example on a ledger that stayed locked.
+    explore_app.session_state["explore_export"] = {"error": "the ledger stayed locked by another process"}
+    explore_app.button(key="explore_prepare").click().run()
+    expected = query(explore_ledger, "SELECT count(*) FROM submissions WHERE divergences_detected >= 2")[0][0]
+
+    assert not explore_app.exception
+    assert prepared(explore_app)["rows"] == expected
+    assert [button.label for button in explore_app.get("download_button")] == ["Download CSV"]
+
+
 def test_explore_download_over_cap(explore_app: AppTest, monkeypatch: pytest.MonkeyPatch, cleanup_export):
     monkeypatch.setenv("REPLAY_LEDGER_MAX_DOWNLOAD_MB", "1")
     show(explore_app)
