@@ -145,7 +145,7 @@ def column_config(page: explore.ExplorePage, view: View) -> dict:
         elif key == "status":
             config[column.label] = status_column(column.label, width="medium")
         elif column.kind == "count":
-            config[column.label] = st.column_config.NumberColumn(column.label, format="%d")
+            config[column.label] = st.column_config.NumberColumn(column.label, format="%,d")
         elif column.kind == "time":
             config[column.label] = st.column_config.TextColumn(f"{column.label} ({zone})")
         elif column.kind == "money":

@@ -145,7 +145,7 @@ def table(page: hub.HubPage, view: View) -> None:
             "Status": status_column("Status", width="medium"),
             "Replayed / Total": st.column_config.TextColumn(
                 "Replayed / Total", help="Actions replayed of actions recorded."),
-            "Divergences": st.column_config.NumberColumn("Divergences", format="%d"),
+            "Divergences": st.column_config.NumberColumn("Divergences", format="%,d"),
             "Saved": st.column_config.TextColumn("Saved", help="USD, rounded to the cent."),
             "Submitted": st.column_config.TextColumn(f"Submitted ({zone})"),
             "Deployment": st.column_config.TextColumn("Deployment"),
