@@ -14,6 +14,14 @@ share one wall-clock time. A marker in that hour can therefore be drawn on the
 wrong side of a point from the same hour, while the tooltips still give the
 exact times.
 
+Legends sit under the chart with one entry a row, and a chart's two legends
+stack. Vega clips a legend that passes the chart's right edge, and legends side
+by side or with their entries in one row did not fit a half-width chart.
+Week axes tick on the Mondays the buckets start, not on Vega's Sunday weeks.
+A bucket of several days that the data covers only in part (the first or last
+bucket of a span) is drawn lighter, because its bar sums fewer days than the
+others.
+
 Every builder raises `TooManyPoints` for data of more than `MAX_CHART_POINTS`
 rows, so a chart never ships a large result to the browser.
 """
@@ -23,14 +31,15 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import altair as alt
 import pandas as pd
 
-from ledger import formatting
+from ledger import causes, formatting
+from ledger.queries.causes import CauseCount, DeploymentCause
 from ledger.queries.deploys import Marker
 from ledger.queries.roi import RoiPeriods
 from ledger.queries.trends import Trend
@@ -38,7 +47,14 @@ from ledger.queries.trends import Trend
 MAX_CHART_POINTS = 5000
 MAX_MARKER_GROUPS = 100
 MARKERS_LISTED = 6
-CHART_HEIGHT = 360
+# The height of a chart's plot area in pixels. Axes and legends add to it, because every chart fits only its
+# width to the page (`FIT_WIDTH`). Streamlit's theme fits the height too, which takes a tall legend's height
+# from the plot.
+CHART_HEIGHT = 260
+CAUSE_CHART_HEIGHT = 240
+FIT_WIDTH = {"type": "fit-x", "contains": "padding"}
+# Vega places legends that share an orient side by side. Stacked, two legends need only the width of the wider one.
+STACKED_LEGENDS = {"legend": {"layout": {"bottom": {"anchor": "start", "direction": "vertical"}}}}
 METRICS = ("share", "per_100_actions")
 
 VERDICT_COLORS = {
@@ -53,6 +69,16 @@ SERIES_COLORS = (
     "#7c3aed", "#1e3a8a", "#be185d", "#0e7490", "#6d28d9", "#475569",
 )
 BUCKET_TITLES = {"hour": "Hour", "day": "Day", "week": "Week (from Monday)", "month": "Month", "year": "Year"}
+# The widest legend label in pixels. A longer deployment name ends in an ellipsis, and the tooltips show it whole.
+# A half-width Trends chart in a 1000 px window leaves about 180 px beside its y axis for the legends (measured
+# on the Savings chart of the sample data in Chromium).
+LEGEND_LABEL_LIMIT = 120
+# The widest axis label of the cause charts in pixels. The longest of `causes.CAUSE_LABELS` take about 110 px.
+CAUSE_LABEL_LIMIT = 200
+MAX_WEEK_TICKS = 20
+PARTIAL_OPACITY = 0.4
+COVERAGE_DOMAIN = ("full", "partial")
+MULTI_DAY_BUCKETS = ("week", "month", "year")
 
 
 class TooManyPoints(ValueError):
@@ -180,7 +206,7 @@ def _marker_layers(groups: Sequence[MarkerGroup], zone: str) -> tuple[pd.DataFra
     tooltip = _tooltip_channels("Deploys", "Deployment", "Version", time_title, "Note", "Verdict")
     color = {
         "field": "verdict",
-        "legend": {"orient": "bottom", "title": "Deploy marker"},
+        "legend": _legend("Deploy marker"),
         "scale": {"domain": list(VERDICT_COLORS), "range": list(VERDICT_COLORS.values())},
         "type": "nominal",
     }
@@ -253,14 +279,97 @@ def period_text(start: datetime, end: datetime, bucket: str, zone: str) -> str:
     return f"{text} ({name})"
 
 
+@dataclass(frozen=True)
+class BucketCoverage:
+    """The days of one bucket that lie between the first and the last submission of the data, as dates in its zone."""
+
+    first_day: date
+    last_day: date
+    bucket_days: int
+
+    @property
+    def days(self) -> int:
+        """The number of covered days, `first_day` and `last_day` included."""
+        return (self.last_day - self.first_day).days + 1
+
+    @property
+    def partial(self) -> bool:
+        return self.days < self.bucket_days
+
+    def text(self) -> str:
+        """Return the covered days as text: ``2026-11-30 only (1 of 7 days)`` or ``all 7 days``."""
+        if not self.partial:
+            return f"all {self.bucket_days} days"
+        if self.days == 1:
+            return f"{self.first_day:%Y-%m-%d} only (1 of {self.bucket_days} days)"
+        return f"{self.first_day:%Y-%m-%d} to {self.last_day:%Y-%m-%d} ({self.days} of {self.bucket_days} days)"
+
+
+def bucket_coverage(start: datetime, end: datetime, span: tuple[datetime | None, datetime | None],
+                    zone: str) -> BucketCoverage | None:
+    """Return the days of the bucket [start, end) in `zone` from the first to the last submission of `span`.
+
+    Returns None when `span` is unknown, and for buckets of less than two
+    days, which the data covers whole or not at all when counted in days.
+    """
+    first, last = span
+    if first is None or last is None:
+        return None
+    zone_info = formatting.parse_zone(zone)
+    bucket_days = (end.astimezone(zone_info).date() - start.astimezone(zone_info).date()).days
+    if bucket_days < 2:
+        return None
+    first_day = max(start, first).astimezone(zone_info).date()
+    last_day = min(end - timedelta(microseconds=1), last).astimezone(zone_info).date()
+    return BucketCoverage(first_day, last_day, bucket_days)
+
+
+def partial_buckets(starts: Sequence[datetime], ends: Sequence[datetime],
+                    span: tuple[datetime | None, datetime | None], zone: str) -> dict[datetime, BucketCoverage]:
+    """Return the coverage of the buckets the data covers only in part, by bucket start.
+
+    Only the first and the last bucket can be partial, because every other
+    bucket lies between the first and the last submission.
+    """
+    bounds = dict(zip(starts, ends))
+    found = {}
+    for start in sorted({min(bounds), max(bounds)} if bounds else ()):
+        coverage = bucket_coverage(start, bounds[start], span, zone)
+        if coverage is not None and coverage.partial:
+            found[start] = coverage
+    return found
+
+
+def partial_note(starts: Sequence[datetime], ends: Sequence[datetime], span: tuple[datetime | None, datetime | None],
+                 bucket: str, zone: str) -> str | None:
+    """Return a sentence naming the lighter, partly covered bars and their days, or None when every bar is whole."""
+    partial = partial_buckets(starts, ends, span, zone)
+    if not partial:
+        return None
+    bounds = dict(zip(starts, ends))
+    parts = [f"{period_text(start, bounds[start], bucket, zone)} has data from {coverage.text()}"
+             for start, coverage in partial.items()]
+    subject, sums = ("bar holds", "Its sums cover") if len(parts) == 1 else ("bars hold", "Their sums cover")
+    return (f"The lighter {subject} only part of a {bucket}: {'; '.join(parts)}. "
+            f"{sums} those days only and are not scaled to a whole {bucket}.")
+
+
+def _coverage_columns(frame: pd.DataFrame, starts: list[datetime], ends: list[datetime],
+                      span: tuple[datetime | None, datetime | None], bucket: str, zone: str) -> None:
+    """Add ``coverage`` (``full`` or ``partial``) and the tooltip text ``Data covers`` to a frame of buckets."""
+    partial = partial_buckets(starts, ends, span, zone)
+    frame["coverage"] = ["partial" if start in partial else "full" for start in starts]
+    frame["Data covers"] = [partial[start].text() if start in partial else f"the whole {bucket}" for start in starts]
+
+
 def trend_frame(trend: Trend) -> pd.DataFrame:
     """Return the long-format frame the trend charts draw: one row per bucket and series, with tooltip texts.
 
     Columns: ``x`` (bucket middle), ``x_start`` and ``x_end`` (wall-clock
     texts, see the module docstring), ``series``, ``share`` (0-1),
     ``per_100_actions``, ``divergences``, ``savings`` and ``cumulative``
-    (numbers to draw), the stacked bands of `_stack`, and the text columns
-    used as tooltips.
+    (numbers to draw), the stacked bands of `_stack`, ``coverage`` of
+    `_coverage_columns`, and the text columns used as tooltips.
     """
     rows = trend.rows
     _check_size(rows, "trend")
@@ -293,6 +402,7 @@ def trend_frame(trend: Trend) -> pd.DataFrame:
     frame["Divergences"] = [f"{d:,}" for d in divergences]
     frame["Savings"] = [_exact_money(value) for value in savings]
     frame["Cumulative savings"] = [_exact_money(value) for value in cumulative]
+    _coverage_columns(frame, starts, ends, trend.span, trend.bucket, trend.zone)
     _stack(frame, "divergences", trend.series)
     _stack(frame, "savings", trend.series)
     return frame
@@ -324,8 +434,43 @@ def _exact_money(amount: Decimal) -> str:
     return f"{shown} (exactly ${amount.normalize():f})"
 
 
-def _time_axis(trend_bucket: str, zone: str) -> dict:
-    return {"labelOverlap": True, "title": f"{BUCKET_TITLES[trend_bucket]} ({zone})"}
+def _time_axis(bucket: str, zone: str, boundaries: Iterable[str] = (), title: str | None = None) -> dict:
+    """Return a time axis titled with the bucket and zone, whose week ticks sit on `boundaries` (wall-clock texts).
+
+    Vega's own week ticks fall on Sundays, in the middle of Monday-based
+    buckets, so a week axis gets explicit ticks on the bucket boundaries the
+    chart's marks start or end at, every n-th one when there are more than
+    `MAX_WEEK_TICKS`.
+    """
+    axis: dict = {"labelOverlap": True, "title": title or f"{BUCKET_TITLES[bucket]} ({zone})"}
+    if bucket == "week":
+        ticks = sorted(set(boundaries))
+        step = -(-len(ticks) // MAX_WEEK_TICKS)
+        axis["values"] = [_tick_datetime(text) for text in ticks[::max(step, 1)]]
+        axis["format"] = "%b %d"
+    return axis
+
+
+def _trend_axis(trend: Trend, frame: pd.DataFrame, boundary: str = "x_start") -> dict:
+    """Return the time axis of a trend chart, ticking weeks on the `boundary` column of `frame`."""
+    return _time_axis(trend.bucket, trend.zone, frame[boundary] if trend.bucket == "week" else ())
+
+
+def _bar_tooltips(bucket: str, *fields: str) -> list[dict]:
+    """Return tooltip channels of bars, with the covered days added for buckets that can be partial."""
+    extra = ("Data covers",) if bucket in MULTI_DAY_BUCKETS else ()
+    return _tooltip_channels(*fields, *extra)
+
+
+def _tick_datetime(wall_clock_text: str) -> dict:
+    """Return a wall-clock text of `wall_clock` as a Vega-Lite DateTime in UTC, the form a time axis takes ticks in.
+
+    Vega-Lite turns a plain number or text tick into ``datetime(value)``,
+    which Vega reads as a year, so such ticks are never drawn.
+    """
+    moment = datetime.fromisoformat(wall_clock_text.replace("Z", "+00:00"))
+    return {"year": moment.year, "month": moment.month, "date": moment.day, "hours": moment.hour,
+            "minutes": moment.minute, "utc": True}
 
 
 # The trend charts are Vega-Lite dictionaries built directly. As Altair charts, the four charts of an all-time
@@ -353,11 +498,26 @@ def _quantity_channel(field: str, title: str, number_format: str | None = None, 
     return {"axis": axis, "field": field, "title": title, "type": "quantitative"}
 
 
-def _series_color_channel(series: Sequence[str]) -> dict:
+def _legend(title: str) -> dict:
+    """Return a legend under the chart with one entry a row, so its width does not grow with its entries."""
+    return {"direction": "vertical", "labelLimit": LEGEND_LABEL_LIMIT, "orient": "bottom", "title": title}
+
+
+def series_palette(count: int) -> list[str]:
+    """Return the colors of `count` series in order, repeating `SERIES_COLORS` past its end."""
+    return [SERIES_COLORS[index % len(SERIES_COLORS)] for index in range(count)]
+
+
+def _series_color_channel(series: Sequence[str], field: str = "series") -> dict:
     domain = list(series)
-    palette = [SERIES_COLORS[index % len(SERIES_COLORS)] for index in range(len(domain))]
-    return {"field": "series", "legend": {"orient": "bottom", "title": "Deployment"},
-            "scale": {"domain": domain, "range": palette}, "type": "nominal"}
+    return {"field": field, "legend": _legend("Deployment"),
+            "scale": {"domain": domain, "range": series_palette(len(domain))}, "type": "nominal"}
+
+
+def _coverage_channel() -> dict:
+    """Return an opacity channel that draws buckets the data covers only in part lighter, without a legend."""
+    return {"field": "coverage", "legend": None,
+            "scale": {"domain": list(COVERAGE_DOMAIN), "range": [1.0, PARTIAL_OPACITY]}, "type": "nominal"}
 
 
 # Altair channels for the ROI charts, built from typed keyword arguments: Altair parses shorthand strings such
@@ -384,7 +544,8 @@ class LayeredChart:
 
     `to_dict` returns the spec with the rows inlined under ``datasets``, in
     the layout of Altair's ``to_dict()`` but without Altair's theme config,
-    which Streamlit leaves out too. `streamlit_spec` returns it with the
+    which Streamlit leaves out too; its only config is `STACKED_LEGENDS`.
+    `streamlit_spec` returns it with the
     frames in place of rows, for ``st.vega_lite_chart``, which converts
     frames to Arrow itself.
     """
@@ -430,7 +591,8 @@ def _layered(name: str, main: pd.DataFrame, layer: dict, marker_groups: Sequence
         frame, rule = _shift_layer(shifts, zone)
         layers.append({"data": {"name": "shifts"}, **rule})
         datasets["shifts"] = frame
-    spec = {"layer": layers, "height": CHART_HEIGHT, "resolve": {"scale": {"color": "independent"}}}
+    spec = {"layer": layers, "height": CHART_HEIGHT, "autosize": dict(FIT_WIDTH),
+            "config": copy.deepcopy(STACKED_LEGENDS), "resolve": {"scale": {"color": "independent"}}}
     if len(layers) == 1:
         # One layer: its data moves to the top level, as Altair writes a layer chart whose layers share data.
         spec["data"] = layers[0].pop("data")
@@ -463,7 +625,7 @@ def divergence_rate_chart(
         "encoding": {
             "color": _series_color_channel(trend.series),
             "tooltip": _tooltip_channels("Deployment", "Bucket", "Divergence rate", "Per 100 actions"),
-            "x": _time_channel("x", _time_axis(trend.bucket, trend.zone)),
+            "x": _time_channel("x", _trend_axis(trend, frame)),
             "y": y,
         },
     }
@@ -480,15 +642,16 @@ def divergence_count_chart(
         "mark": {"type": "bar"},
         "encoding": {
             "color": _series_color_channel(trend.series),
-            "tooltip": _tooltip_channels("Deployment", "Bucket", "Divergences", "Divergence rate"),
-            "x": _time_channel("x_start", _time_axis(trend.bucket, trend.zone)),
+            "opacity": _coverage_channel(),
+            "tooltip": _bar_tooltips(trend.bucket, "Deployment", "Bucket", "Divergences", "Divergence rate"),
+            "x": _time_channel("x_start", _trend_axis(trend, frame)),
             "x2": {"field": "x_end"},
             "y": _quantity_channel("divergences_high", "Divergences", ",d", whole=True),
             "y2": {"field": "divergences_low"},
         },
     }
     data = _columns(frame, "x_start", "x_end", "series", "divergences", "divergences_low", "divergences_high",
-                    "Deployment", "Bucket", "Divergences", "Divergence rate")
+                    "coverage", "Deployment", "Bucket", "Divergences", "Divergence rate", "Data covers")
     return _layered("trend", data, bars, marker_groups, trend.zone)
 
 
@@ -501,15 +664,16 @@ def savings_chart(
         "mark": {"type": "bar"},
         "encoding": {
             "color": _series_color_channel(trend.series),
-            "tooltip": _tooltip_channels("Deployment", "Bucket", "Savings"),
-            "x": _time_channel("x_start", _time_axis(trend.bucket, trend.zone)),
+            "opacity": _coverage_channel(),
+            "tooltip": _bar_tooltips(trend.bucket, "Deployment", "Bucket", "Savings"),
+            "x": _time_channel("x_start", _trend_axis(trend, frame)),
             "x2": {"field": "x_end"},
             "y": _quantity_channel("savings_high", "Savings (USD)", "$,.2f"),
             "y2": {"field": "savings_low"},
         },
     }
-    data = _columns(frame, "x_start", "x_end", "series", "savings", "savings_low", "savings_high", "Deployment",
-                    "Bucket", "Savings")
+    data = _columns(frame, "x_start", "x_end", "series", "savings", "savings_low", "savings_high", "coverage",
+                    "Deployment", "Bucket", "Savings", "Data covers")
     return _layered("trend", data, bars, marker_groups, trend.zone)
 
 
@@ -523,7 +687,7 @@ def cumulative_savings_chart(
         "encoding": {
             "color": _series_color_channel(trend.series),
             "tooltip": _tooltip_channels("Deployment", "Bucket", "Cumulative savings", "Savings"),
-            "x": _time_channel("x_end", _time_axis(trend.bucket, trend.zone)),
+            "x": _time_channel("x_end", _trend_axis(trend, frame, "x_end")),
             "y": _quantity_channel("cumulative", "Cumulative savings (USD)", "$,.2f"),
         },
     }
@@ -539,7 +703,11 @@ def _lower_first(text: str) -> str:
 
 
 def roi_frame(periods: RoiPeriods) -> pd.DataFrame:
-    """Return the long-format frame of the ROI charts: one row per period and series, with tooltip texts."""
+    """Return the long-format frame of the ROI charts: one row per period and series, with tooltip texts.
+
+    ``coverage`` and ``Data covers`` mark the periods the data covers only
+    in part, as `_coverage_columns` does.
+    """
     rows = periods.rows
     _check_size(rows, "ROI")
     starts = [value.to_pydatetime() for value in rows["period_start"]]
@@ -554,6 +722,7 @@ def roi_frame(periods: RoiPeriods) -> pd.DataFrame:
     frame["Period"] = [period_text(start, end, periods.period, periods.zone) for start, end in zip(starts, ends)]
     frame["Submissions"] = [f"{value:,}" for value in rows["submissions"]]
     frame["Runs first seen"] = [f"{value:,}" for value in rows["runs"]]
+    _coverage_columns(frame, starts, ends, periods.span, periods.period, periods.zone)
     series = list(dict.fromkeys(frame["series"]))
     _stack(frame, "gross", series)
     _stack(frame, "once_per_run", series)
@@ -561,27 +730,31 @@ def roi_frame(periods: RoiPeriods) -> pd.DataFrame:
 
 
 def roi_period_chart(periods: RoiPeriods, measure: str = "gross") -> alt.Chart:
-    """Return savings per period as bars stacked by deployment; `measure` is ``gross`` or ``once_per_run``."""
+    """Return savings per period as bars stacked by deployment; `measure` is ``gross`` or ``once_per_run``.
+
+    A period the data covers only in part keeps its exact sum and is drawn lighter.
+    """
     if measure not in ROI_MEASURES:
         raise ValueError(f"unknown measure {measure!r}; use one of {', '.join(ROI_MEASURES)}")
     frame = roi_frame(periods)
     series = list(dict.fromkeys(frame["series"]))
     return alt.Chart(_columns(
-        frame, "x_start", "x_end", "series", measure, f"{measure}_low", f"{measure}_high", "Deployment", "Period",
-        "gross_text", "once_per_run_text", "Submissions", "Runs first seen",
+        frame, "x_start", "x_end", "series", measure, f"{measure}_low", f"{measure}_high", "coverage", "Deployment",
+        "Period", "gross_text", "once_per_run_text", "Submissions", "Runs first seen", "Data covers",
     )).mark_bar().encode(
-        x=_time("x_start", _time_axis(periods.period, periods.zone)),
+        x=_time("x_start", _time_axis(periods.period, periods.zone, frame["x_start"])),
         x2=alt.X2(field="x_end"),
         y=_quantity(f"{measure}_high", f"{ROI_MEASURES[measure]} (USD)", "$,.2f"),
         y2=alt.Y2(field=f"{measure}_low"),
         color=_series_color(series),
+        opacity=alt.Opacity(**_coverage_channel()),
         tooltip=[
             *_tooltips("Deployment", "Period"),
             alt.Tooltip(field="gross_text", type="nominal", title="Gross savings"),
             alt.Tooltip(field="once_per_run_text", type="nominal", title="Savings once per run"),
-            *_tooltips("Submissions", "Runs first seen"),
+            *_tooltips("Submissions", "Runs first seen", "Data covers"),
         ],
-    ).properties(height=CHART_HEIGHT)
+    ).properties(height=CHART_HEIGHT, autosize=alt.AutoSizeParams(**FIT_WIDTH))
 
 
 def roi_cumulative_chart(periods: RoiPeriods, measure: str = "gross") -> alt.Chart:
@@ -590,12 +763,12 @@ def roi_cumulative_chart(periods: RoiPeriods, measure: str = "gross") -> alt.Cha
         raise ValueError(f"unknown measure {measure!r}; use one of {', '.join(ROI_MEASURES)}")
     frame = roi_frame(periods)
     series = list(dict.fromkeys(frame["series"]))
+    title = f"End of {_lower_first(BUCKET_TITLES[periods.period])} ({periods.zone})"
     return alt.Chart(_columns(
         frame, "x_end", "series", f"cumulative_{measure}", "Deployment", "Period", "cumulative_gross_text",
         "cumulative_once_per_run_text",
     )).mark_line(point=True).encode(
-        x=_time("x_end", alt.Axis(title=f"End of {_lower_first(BUCKET_TITLES[periods.period])} ({periods.zone})",
-                                  labelOverlap=True)),
+        x=_time("x_end", _time_axis(periods.period, periods.zone, frame["x_end"], title)),
         y=_quantity(f"cumulative_{measure}", f"Cumulative {ROI_MEASURES[measure].lower()} (USD)", "$,.2f"),
         color=_series_color(series),
         tooltip=[
@@ -603,7 +776,74 @@ def roi_cumulative_chart(periods: RoiPeriods, measure: str = "gross") -> alt.Cha
             alt.Tooltip(field="cumulative_gross_text", type="nominal", title="Cumulative gross"),
             alt.Tooltip(field="cumulative_once_per_run_text", type="nominal", title="Cumulative once per run"),
         ],
-    ).properties(height=CHART_HEIGHT)
+    ).properties(height=CHART_HEIGHT, autosize=alt.AutoSizeParams(**FIT_WIDTH))
+
+
+def _cause_channel(order: Sequence[str]) -> alt.Y:
+    return alt.Y(field="Cause", type="nominal", sort=list(order), title=None,
+                 axis=alt.Axis(labelLimit=CAUSE_LABEL_LIMIT))
+
+
+def _share_channel(title: str) -> alt.X:
+    return alt.X(field="share", type="quantitative", title=title, axis=alt.Axis(format=".0%"))
+
+
+def cause_order(counts: Sequence[CauseCount], names: Iterable[str] = ()) -> list[str]:
+    """Return cause labels in the order of `counts` (most widespread first), then any other of `names` by label."""
+    ranked = [causes.label(row.cause) for row in counts]
+    others = sorted({causes.label(name) for name in names} - set(ranked))
+    return ranked + others
+
+
+def deployment_order(rows: Sequence[DeploymentCause]) -> list[str]:
+    """Return the deployments of `rows`, most filtered submissions first, then by name.
+
+    The Trends page orders and colors its series by the same rule.
+    NOTE: `rows` lack deployments without any cause, so a deployment after
+    one of those takes a different color here than on the Trends page.
+    """
+    sizes = {row.deployment: row.deployment_submissions for row in rows}
+    return sorted(sizes, key=lambda name: (-sizes[name], name))
+
+
+def cause_share_chart(counts: Sequence[CauseCount]) -> alt.Chart:
+    """Return the share of the filtered replays with each cause as horizontal bars, in the order of `counts`."""
+    frame = pd.DataFrame({
+        "Cause": [causes.label(row.cause) for row in counts],
+        "share": [row.share or 0.0 for row in counts],
+        "Share of replays": [formatting.percent(row.share) for row in counts],
+        "Replays": [f"{row.submissions:,}" for row in counts],
+    })
+    _check_size(frame, "cause")
+    return alt.Chart(frame).mark_bar(color=SERIES_COLORS[0]).encode(
+        x=_share_channel("% of replays"),
+        y=_cause_channel(cause_order(counts)),
+        tooltip=_tooltips("Cause", "Share of replays", "Replays"),
+    ).properties(height=CAUSE_CHART_HEIGHT, autosize=alt.AutoSizeParams(**FIT_WIDTH))
+
+
+def cause_deployment_chart(rows: Sequence[DeploymentCause], counts: Sequence[CauseCount]) -> alt.Chart:
+    """Return each deployment's share of its replays with each cause, as grouped horizontal bars.
+
+    Causes follow `counts`, the ranking of `cause_share_chart`, and
+    deployments take `SERIES_COLORS` in the order of `deployment_order`.
+    """
+    frame = pd.DataFrame({
+        "Deployment": [row.deployment for row in rows],
+        "Cause": [causes.label(row.cause) for row in rows],
+        "share": [row.share or 0.0 for row in rows],
+        "Share of replays": [f"{formatting.percent(row.share)} ({row.submissions:,} of {row.deployment_submissions:,})"
+                             for row in rows],
+    })
+    _check_size(frame, "cause per deployment")
+    deployments = deployment_order(rows)
+    return alt.Chart(frame).mark_bar().encode(
+        x=_share_channel("% of the deployment's replays"),
+        y=_cause_channel(cause_order(counts, (row.cause for row in rows))),
+        yOffset=alt.YOffset(field="Deployment", type="nominal", sort=deployments),
+        color=alt.Color(**_series_color_channel(deployments, field="Deployment")),
+        tooltip=_tooltips("Deployment", "Cause", "Share of replays"),
+    ).properties(height=CHART_HEIGHT, autosize=alt.AutoSizeParams(**FIT_WIDTH))
 
 
 def shift_marks(shifts: Iterable) -> list[ShiftMark]:

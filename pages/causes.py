@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from ledger import causes, formatting, store
+from ledger import causes, charts, formatting, store
 from ledger.queries import causes as cause_queries
 from ledger.ui import View, cached, code_span, page_view, refresh, run_link_column, run_url
 
@@ -75,6 +75,14 @@ def overview_tiles(overview: cause_queries.CauseOverview) -> None:
     )
 
 
+def draw_chart(builder, *args, what: str) -> None:
+    """Draw one chart, or show a warning that it is unavailable and let the rest of the page render."""
+    try:
+        st.altair_chart(builder(*args), width="stretch")
+    except charts.TooManyPoints as error:
+        st.warning(f"The {what} chart is unavailable: {error}.")
+
+
 def cause_table(overview: cause_queries.CauseOverview) -> None:
     frame = pd.DataFrame({
         "Cause": [causes.label(row.cause) for row in overview.causes],
@@ -85,8 +93,8 @@ def cause_table(overview: cause_queries.CauseOverview) -> None:
         "Suggestion": [causes.CAUSE_ADVICE[row.cause] for row in overview.causes],
     })
     chart, table = st.columns([2, 3])
-    chart.bar_chart(frame, x="Cause", y="Share of replays", y_label="% of replays", x_label="",
-                    horizontal=True, sort="-Share of replays", height=320)
+    with chart:
+        draw_chart(charts.cause_share_chart, overview.causes, what="causes")
     table.dataframe(
         frame,
         hide_index=True,
@@ -102,17 +110,17 @@ def cause_table(overview: cause_queries.CauseOverview) -> None:
     )
 
 
-def deployment_section(rows: list[cause_queries.DeploymentCause]) -> None:
+def deployment_section(rows: list[cause_queries.DeploymentCause], overview: cause_queries.CauseOverview) -> None:
+    """Chart and tabulate each deployment's share of replays per cause, causes in the order of the Causes chart."""
     frame = pd.DataFrame({
         "Deployment": [row.deployment for row in rows],
         "Cause": [causes.label(row.cause) for row in rows],
         "Share of replays": [100 * (row.share or 0) for row in rows],
-        "Replays": [row.submissions for row in rows],
-        "Deployment replays": [row.deployment_submissions for row in rows],
     })
-    st.bar_chart(frame, x="Cause", y="Share of replays", color="Deployment", stack=False, horizontal=True,
-                 y_label="% of the deployment's replays", x_label="", height=360)
+    draw_chart(charts.cause_deployment_chart, rows, overview.causes, what="causes per deployment")
     pivot = frame.pivot_table(index="Cause", columns="Deployment", values="Share of replays", fill_value=0.0)
+    order = charts.cause_order(overview.causes, (row.cause for row in rows))
+    pivot = pivot.reindex(index=[name for name in order if name in pivot.index], columns=charts.deployment_order(rows))
     st.dataframe(
         pivot.reset_index(),
         hide_index=True,
@@ -255,7 +263,7 @@ def main() -> None:
 
     st.subheader("By deployment")
     try:
-        deployment_section(cached(cause_queries.causes_by_deployment, view.ledger, view.filters))
+        deployment_section(cached(cause_queries.causes_by_deployment, view.ledger, view.filters), overview)
     except store.LedgerBusy:
         st.warning(BUSY.format(part="the causes per deployment"))
 

@@ -129,6 +129,10 @@ def periods_section(periods: roi.RoiPeriods, measure: str) -> None:
     label = charts.ROI_MEASURES[measure].lower()
     st.subheader(f"{charts.ROI_MEASURES[measure]} per {periods.period}")
     chart(charts.roi_period_chart, periods, measure, what=f"{label} per {periods.period}")
+    note = charts.partial_note(periods.rows["period_start"], periods.rows["period_end"], periods.span,
+                               periods.period, periods.zone)
+    if note:
+        st.caption(note)
     st.subheader(f"Cumulative {label}")
     chart(charts.roi_cumulative_chart, periods, measure, what=f"cumulative {label}")
 

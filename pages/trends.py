@@ -254,6 +254,10 @@ def charts_section(result: trends.Trend, metric: str, groups: list[charts.Marker
     with right:
         st.subheader("Savings")
         chart(charts.savings_chart, result, groups, frame=frame, what="savings")
+    note = charts.partial_note(result.rows["bucket_start"], result.rows["bucket_end"], result.span, result.bucket,
+                               result.zone)
+    if note:
+        st.caption(note)
 
     st.subheader("Cumulative savings")
     chart(charts.cumulative_savings_chart, result, groups, frame=frame, what="cumulative savings")

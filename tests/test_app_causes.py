@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from ledger import store
+from ledger import charts, store
 from ledger.ingest import ingest_paths
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -250,3 +250,36 @@ def test_causes_older_ledger_upgrade_button(causes_ledger: Path, tmp_path: Path,
     assert query(old, "SELECT max(version) FROM schema_migrations") == [(3,)]
     assert query(old, "SELECT count(*) FROM divergence_causes")[0][0] == before
     assert metrics(at)["Divergences"] == f"{query(old, 'SELECT count(*) FROM divergences')[0][0]:,}"
+
+
+def chart_specs(at: AppTest) -> list[dict]:
+    return [json.loads(element.proto.spec) for element in at.get("vega_lite_chart")]
+
+
+def test_causes_by_deployment_chart_palette(app: AppTest, causes_ledger: Path):
+    show(app)
+    (spec,) = [spec for spec in chart_specs(app) if "yOffset" in spec["encoding"]]
+    deployments = [row[0] for row in query(causes_ledger, """
+        SELECT deployment FROM submissions
+        WHERE deployment IN (SELECT s.deployment FROM divergence_causes JOIN submissions AS s USING (submission_id))
+        GROUP BY deployment ORDER BY count(*) DESC, deployment""")]
+
+    assert spec["encoding"]["color"]["scale"]["domain"] == deployments
+    assert spec["encoding"]["color"]["scale"]["range"] == charts.series_palette(len(deployments))
+    assert spec["encoding"]["color"]["scale"]["range"][:3] == list(charts.SERIES_COLORS[:3])
+    assert spec["encoding"]["color"]["legend"]["direction"] == "vertical"
+
+
+def test_causes_by_deployment_order_follows_share(app: AppTest):
+    show(app)
+    specs = chart_specs(app)
+    (by_deployment,) = [spec for spec in specs if "yOffset" in spec["encoding"]]
+    (overall,) = [spec for spec in specs if "yOffset" not in spec["encoding"]]
+    ranked = list(frame_with(app, "Differences")["Cause"])
+    pivot = frame_with(app, "seeded")
+
+    assert ranked[:2] == ["timestamp", "UUID"]
+    assert by_deployment["encoding"]["y"]["sort"] == ranked
+    assert overall["encoding"]["y"]["sort"] == ranked
+    assert list(pivot["Cause"]) == [cause for cause in ranked if cause in set(pivot["Cause"])]
+    assert by_deployment["encoding"]["y"]["axis"]["labelLimit"] >= 8 * len("changed control flow")

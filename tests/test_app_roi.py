@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -149,3 +150,63 @@ def test_roi_no_data(page: AppTest):
 
     assert any(text.startswith("No submissions match these filters.") for text in texts(page))
     assert not page.metric
+
+
+def exact_money(amount: Decimal) -> str:
+    """Return dollars to the cent, with the exact amount beside them when it has more decimals."""
+    if amount == amount.quantize(Decimal("0.01")):
+        return money(amount)
+    return f"{money(amount)} (exactly ${amount.normalize():f})"
+
+
+def chart_rows(at: AppTest, index: int) -> tuple[dict, list[dict]]:
+    """Return one chart's spec and the rows of its data set."""
+    element = at.get("vega_lite_chart")[index]
+    (dataset,) = element.proto.datasets
+    return json.loads(element.proto.spec), pa.ipc.open_stream(dataset.data.data).read_all().to_pylist()
+
+
+def test_roi_week_ticks_on_mondays(page: AppTest, sample_ledger_template: Path):
+    show(page)
+    spec, _ = chart_rows(page, 0)
+    starts = [row[0] for row in query(sample_ledger_template, """
+        SELECT DISTINCT date_trunc('week', submitted_at)::DATE FROM submissions ORDER BY 1""")]
+    ticks = [date(value["year"], value["month"], value["date"]) for value in spec["encoding"]["x"]["axis"]["values"]]
+
+    assert ticks == starts
+    assert {tick.weekday() for tick in ticks} == {0}
+    assert {(value["hours"], value["minutes"], value["utc"]) for value in spec["encoding"]["x"]["axis"]["values"]} \
+        == {(0, 0, True)}
+
+
+def test_roi_last_week_partial_exact(page: AppTest, sample_ledger_template: Path):
+    show(page)
+    spec, rows = chart_rows(page, 0)
+    expected = query(sample_ledger_template, """
+        SELECT deployment, sum(cost_savings) FROM submissions
+        WHERE submitted_at >= (SELECT date_trunc('week', max(submitted_at)) FROM submissions)
+        GROUP BY deployment ORDER BY deployment""")
+    last = sorted((row for row in rows if row["x_start"] == "2026-11-30T00:00:00.000Z"),
+                  key=lambda row: row["series"])
+    table = next(frame.value for frame in page.dataframe if "Runs first seen" in frame.value.columns)
+    last_table = table[table["Period"] == "week of 2026-11-30 (UTC)"]
+
+    assert [(row["series"], row["gross_text"]) for row in last] == [
+        (name, exact_money(amount)) for name, amount in expected]
+    assert sum(row["gross"] for row in last) == pytest.approx(float(sum(amount for _, amount in expected)))
+    assert money(sum(amount for _, amount in expected)) == "$15.70"
+    assert list(last_table["Gross savings"]) == [money(amount) for _, amount in expected]
+    assert {row["coverage"] for row in last} == {"partial"}
+    assert {row["Data covers"] for row in last} == {"2026-11-30 only (1 of 7 days)"}
+    assert {row["coverage"] for row in rows if row["x_start"] == "2026-11-23T00:00:00.000Z"} == {"full"}
+    assert spec["encoding"]["opacity"]["scale"]["range"][1] < 1
+    assert any("week of 2026-11-30 (UTC) has data from 2026-11-30 only (1 of 7 days)" in text
+               for text in texts(page))
+
+
+def test_roi_month_no_partial_last(page: AppTest):
+    show(page, period="month")
+    _, rows = chart_rows(page, 0)
+
+    assert {row["x_start"] for row in rows if row["coverage"] == "partial"} == {"2026-09-01T00:00:00.000Z"}
+    assert any("2026-09 (UTC) has data from 2026-09-02 to 2026-09-30 (29 of 30 days)" in text for text in texts(page))

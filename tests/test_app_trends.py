@@ -191,6 +191,70 @@ def test_trends_four_charts_sums(page: AppTest, trends_ledger: Path):
     assert sum(row["savings"] for row in layer_rows(savings_spec, savings_data, 0)) == pytest.approx(float(saved))
 
 
+def color_legends(spec: dict) -> dict[str, tuple[dict, list[str]]]:
+    """Return each color legend of a chart by title, with its scale domain."""
+    return {layer["encoding"]["color"]["legend"]["title"]: (layer["encoding"]["color"]["legend"],
+                                                            layer["encoding"]["color"]["scale"]["domain"])
+            for layer in spec["layer"] if "legend" in layer["encoding"].get("color", {})}
+
+
+def tick_dates(axis: dict) -> list[str]:
+    return [f"{value['year']:04d}-{value['month']:02d}-{value['date']:02d}" for value in axis["values"]]
+
+
+def test_trends_legends_list_every_entry(page: AppTest):
+    show(page, deployment=["prod-eu", "prod-us", "staging"])
+    found = charts(page)
+
+    assert len(found) == 4
+    for spec, _ in found:
+        legends = color_legends(spec)
+        assert legends["Deployment"][1] == ["prod-eu", "prod-us", "staging"]
+        assert legends["Deploy marker"][1] == ["regression", "improvement", "marker"]
+        assert {legend["direction"] for legend, _ in legends.values()} == {"vertical"}
+        assert min(legend["labelLimit"] for legend, _ in legends.values()) >= 8 * len("improvement")
+        assert spec["config"]["legend"]["layout"]["bottom"]["direction"] == "vertical"
+
+
+def test_trends_week_ticks_on_mondays(page: AppTest, trends_ledger: Path):
+    show(page, bucket="week", deployment=["prod-eu", "prod-us", "staging"])
+    found = charts(page)
+    starts = [row[0] for row in query(trends_ledger, """
+        SELECT DISTINCT strftime(date_trunc('week', submitted_at), '%Y-%m-%d') FROM submissions
+        WHERE deployment <> 'case-c09' ORDER BY 1""")]
+    ends = [row[0] for row in query(trends_ledger, """
+        SELECT DISTINCT strftime(date_trunc('week', submitted_at) + INTERVAL 7 DAY, '%Y-%m-%d') FROM submissions
+        WHERE deployment <> 'case-c09' ORDER BY 1""")]
+
+    for index in range(3):
+        assert tick_dates(found[index][0]["layer"][0]["encoding"]["x"]["axis"]) == starts
+    assert tick_dates(found[3][0]["layer"][0]["encoding"]["x"]["axis"]) == ends
+    assert {datetime.fromisoformat(day).weekday() for day in starts + ends} == {0}
+
+
+def test_trends_partial_weeks_marked(page: AppTest, trends_ledger: Path):
+    show(page, bucket="week", deployment=["prod-eu", "prod-us", "staging"])
+    spec, datasets = charts(page)[2]
+    rows = layer_rows(spec, datasets, 0)
+    saved = query(trends_ledger, """
+        SELECT sum(cost_savings) FROM submissions
+        WHERE deployment <> 'case-c09' AND submitted_at >= '2026-11-30'""")[0][0]
+
+    assert sorted({row["x_start"] for row in rows if row["coverage"] == "partial"}) == [
+        "2026-08-31T00:00:00.000Z", "2026-11-30T00:00:00.000Z"]
+    assert sum(row["savings"] for row in rows if row["x_start"] == "2026-11-30T00:00:00.000Z") == \
+        pytest.approx(float(saved))
+    assert spec["layer"][0]["encoding"]["opacity"]["field"] == "coverage"
+    assert any("week of 2026-11-30 (UTC) has data from 2026-11-30 only (1 of 7 days)" in text
+               for text in texts(page))
+
+
+def test_trends_day_buckets_no_partial_note(page: AppTest):
+    show(page, bucket="day", deployment="prod-eu")
+
+    assert not any(text.startswith("The lighter bar") for text in texts(page))
+
+
 def test_trends_per_100_toggle(page: AppTest):
     show(page, deployment="prod-us", metric="per100")
     spec, _ = charts(page)[0]

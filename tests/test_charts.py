@@ -7,6 +7,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import altair as alt
+import duckdb
 import pandas as pd
 import pytest
 
@@ -14,6 +15,7 @@ from ledger import charts, store
 from ledger.deploy_log import read_deploy_log
 from ledger.ingest import ingest_paths
 from ledger.queries import Filters, deploys, roi, trends
+from ledger.queries import causes as cause_queries
 
 UTC = timezone.utc
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -365,6 +367,11 @@ def inlined(spec: dict) -> dict:
     return resolve(spec)
 
 
+DEPLOYMENT_LEGEND = alt.Legend(title="Deployment", orient="bottom", direction="vertical",
+                               labelLimit=charts.LEGEND_LABEL_LIMIT)
+FIT_WIDTH = alt.AutoSizeParams(type="fit-x", contains="padding")
+
+
 def altair_rate_chart(trend: trends.Trend, groups: list[charts.MarkerGroup],
                       shifts: list[charts.ShiftMark]) -> alt.LayerChart:
     """Build the divergence rate chart with Altair's API, as the page drew it through st.altair_chart."""
@@ -376,13 +383,13 @@ def altair_rate_chart(trend: trends.Trend, groups: list[charts.MarkerGroup],
         y=alt.Y(field="share", type="quantitative", title="Submissions with a divergence", axis=alt.Axis(format=".0%")),
         color=alt.Color(field="series", type="nominal",
                         scale=alt.Scale(domain=list(trend.series), range=list(charts.SERIES_COLORS[:len(trend.series)])),
-                        legend=alt.Legend(title="Deployment", orient="bottom")),
+                        legend=DEPLOYMENT_LEGEND),
         tooltip=[alt.Tooltip(field=name, type="nominal")
                  for name in ("Deployment", "Bucket", "Divergence rate", "Per 100 actions")],
     )
     return alt.LayerChart(layer=[lines, *charts.marker_rules(groups, "UTC"), *charts.shift_rules(shifts, "UTC")],
                           resolve=alt.Resolve(scale=alt.ScaleResolveMap(color="independent")),
-                          height=charts.CHART_HEIGHT)
+                          height=charts.CHART_HEIGHT, autosize=FIT_WIDTH)
 
 
 def test_rate_chart_spec_equals_altair(sample_trend: trends.Trend):
@@ -411,12 +418,12 @@ def test_one_layer_chart_spec_equals_altair():
         y=alt.Y(field="per_100_actions", type="quantitative", title="Divergences per 100 replayed actions",
                 axis=alt.Axis()),
         color=alt.Color(field="series", type="nominal", scale=alt.Scale(domain=["a"], range=["#2563eb"]),
-                        legend=alt.Legend(title="Deployment", orient="bottom")),
+                        legend=DEPLOYMENT_LEGEND),
         tooltip=[alt.Tooltip(field=name, type="nominal")
                  for name in ("Deployment", "Bucket", "Divergence rate", "Per 100 actions")],
     )
     expected = alt.LayerChart(layer=[lines], resolve=alt.Resolve(scale=alt.ScaleResolveMap(color="independent")),
-                              height=charts.CHART_HEIGHT).to_dict()
+                              height=charts.CHART_HEIGHT, autosize=FIT_WIDTH).to_dict()
 
     spec = charts.divergence_rate_chart(trend, "per_100_actions", frame=frame).to_dict()
 
@@ -433,3 +440,264 @@ def test_streamlit_spec_carries_frames(sample_trend: trends.Trend):
     assert isinstance(spec["datasets"]["trend"], pd.DataFrame)
     assert len(spec["datasets"]["trend"]) == len(sample_trend.rows)
     assert chart.to_dict()["layer"][0]["encoding"]["y"]["title"] == "Savings (USD)"
+
+
+# ---------------------------------------------------------------------------
+# Legends, week ticks and partial buckets
+
+TREND_BUILDERS = {
+    "rate": charts.divergence_rate_chart,
+    "count": charts.divergence_count_chart,
+    "savings": charts.savings_chart,
+    "cumulative": charts.cumulative_savings_chart,
+}
+# An upper estimate of the width in pixels of one character of a 12 px legend label.
+PIXELS_PER_CHARACTER = 8
+
+
+def color_legends(spec: dict) -> dict[str, tuple[dict, list[str]]]:
+    """Return each color legend of a layered spec by title, with its scale domain."""
+    found = {}
+    for layer in spec["layer"]:
+        color = layer["encoding"].get("color", {})
+        if "legend" in color:
+            found[color["legend"]["title"]] = (color["legend"], color["scale"]["domain"])
+    return found
+
+
+def sample_groups() -> list[charts.MarkerGroup]:
+    return charts.group_markers([marker("prod-eu", "2.3.0", datetime(2026, 10, 20, 14, tzinfo=UTC))],
+                                timedelta(days=1), {"prod-eu-2.3.0": "regression"})
+
+
+@pytest.mark.parametrize("name", list(TREND_BUILDERS))
+def test_trend_chart_legends_whole(sample_trend: trends.Trend, name: str):
+    spec = TREND_BUILDERS[name](sample_trend, marker_groups=sample_groups()).to_dict()
+    legends = color_legends(spec)
+
+    assert set(legends) == {"Deployment", "Deploy marker"}
+    assert legends["Deployment"][1] == ["prod-eu", "prod-us", "staging"]
+    assert legends["Deploy marker"][1] == ["regression", "improvement", "marker"]
+    for legend, domain in legends.values():
+        assert legend["orient"] == "bottom"
+        assert legend["direction"] == "vertical"
+        assert "columns" not in legend
+        assert legend["labelLimit"] >= PIXELS_PER_CHARACTER * max(len(label) for label in domain)
+    assert spec["config"]["legend"]["layout"]["bottom"]["direction"] == "vertical"
+    assert spec["autosize"] == {"type": "fit-x", "contains": "padding"}
+
+
+def test_legend_label_limit_fits_improvement():
+    assert charts.LEGEND_LABEL_LIMIT >= PIXELS_PER_CHARACTER * len("improvement")
+
+
+@pytest.mark.parametrize("measure", ["gross", "once_per_run"])
+def test_roi_charts_legend_vertical(sample_periods: roi.RoiPeriods, measure: str):
+    for builder in (charts.roi_period_chart, charts.roi_cumulative_chart):
+        spec = builder(sample_periods, measure).to_dict()
+        legend = spec["encoding"]["color"]["legend"]
+
+        assert legend["direction"] == "vertical"
+        assert legend["labelLimit"] == charts.LEGEND_LABEL_LIMIT
+        assert spec["encoding"]["color"]["scale"]["range"] == list(charts.SERIES_COLORS[:3])
+        assert spec["autosize"] == {"type": "fit-x", "contains": "padding"}
+
+
+def tick_datetimes(axis: dict) -> list[datetime]:
+    assert all(value["utc"] is True for value in axis["values"])
+    return [datetime(value["year"], value["month"], value["date"], value["hours"], value["minutes"])
+            for value in axis["values"]]
+
+
+@pytest.fixture(scope="module")
+def sample_weeks(sample_ledger_template: Path) -> roi.RoiPeriods:
+    return roi.savings_by_period(sample_ledger_template, Filters(), "week", "UTC")
+
+
+def test_roi_week_ticks_on_bar_starts(sample_weeks: roi.RoiPeriods):
+    spec = charts.roi_period_chart(sample_weeks).to_dict()
+    ticks = tick_datetimes(spec["encoding"]["x"]["axis"])
+    starts = sorted({value.to_pydatetime().replace(tzinfo=None) for value in sample_weeks.rows["period_start"]})
+
+    assert ticks == starts
+    assert {tick.weekday() for tick in ticks} == {0}
+    assert spec["encoding"]["x"]["axis"]["format"] == "%b %d"
+
+
+def test_roi_cumulative_week_ticks_on_ends(sample_weeks: roi.RoiPeriods):
+    spec = charts.roi_cumulative_chart(sample_weeks).to_dict()
+    ticks = tick_datetimes(spec["encoding"]["x"]["axis"])
+    ends = sorted({value.to_pydatetime().replace(tzinfo=None) for value in sample_weeks.rows["period_end"]})
+
+    assert ticks == ends
+    assert {tick.weekday() for tick in ticks} == {0}
+
+
+def test_month_axis_keeps_vega_ticks(sample_periods: roi.RoiPeriods):
+    axis = charts.roi_period_chart(sample_periods).to_dict()["encoding"]["x"]["axis"]
+
+    assert "values" not in axis
+
+
+def test_week_ticks_thinned():
+    starts = [(T0 + timedelta(weeks=week)).isoformat().replace("+00:00", "Z") for week in range(50)]
+
+    axis = charts._time_axis("week", "UTC", starts)
+
+    assert len(axis["values"]) == 17
+    assert axis["values"][0] == {"year": 2026, "month": 3, "date": 1, "hours": 0, "minutes": 0, "utc": True}
+
+
+def test_trend_week_ticks_berlin(sample_ledger_template: Path):
+    result = trends.trend(sample_ledger_template, Filters(), "week", "Europe/Berlin")
+
+    spec = charts.savings_chart(result).to_dict()
+    ticks = tick_datetimes(spec["layer"][0]["encoding"]["x"]["axis"])
+
+    # Wall-clock Mondays at midnight in Berlin, on both sides of the change from summer time on 2026-10-25.
+    assert {(tick.weekday(), tick.hour) for tick in ticks} == {(0, 0)}
+    assert datetime(2026, 10, 26) in ticks
+
+
+def test_roi_last_week_partial(sample_weeks: roi.RoiPeriods, sample_ledger_template: Path):
+    frame = charts.roi_frame(sample_weeks)
+    last = frame[frame["x_start"] == "2026-11-30T00:00:00.000Z"]
+    middle = frame[frame["x_start"] == "2026-11-23T00:00:00.000Z"]
+    rows = sample_weeks.rows
+    with duckdb.connect(str(sample_ledger_template), read_only=True) as connection:
+        (expected,) = connection.execute(
+            "SELECT sum(cost_savings) FROM submissions "
+            "WHERE submitted_at >= '2026-11-30' AND submitted_at < '2026-12-07'"
+        ).fetchone()
+
+    assert set(last["coverage"]) == {"partial"}
+    assert set(last["Data covers"]) == {"2026-11-30 only (1 of 7 days)"}
+    assert set(middle["coverage"]) == {"full"}
+    assert set(middle["Data covers"]) == {"the whole week"}
+    assert sum(rows[rows["period_start"] == rows["period_start"].max()]["gross"]) == expected
+    assert last["gross"].sum() == pytest.approx(float(expected))
+
+
+def test_roi_period_chart_partial_lighter(sample_weeks: roi.RoiPeriods):
+    spec = charts.roi_period_chart(sample_weeks).to_dict()
+
+    assert spec["encoding"]["opacity"]["field"] == "coverage"
+    assert spec["encoding"]["opacity"]["scale"] == {
+        "domain": ["full", "partial"], "range": [1.0, charts.PARTIAL_OPACITY]}
+    assert charts.PARTIAL_OPACITY < 1
+    assert "Data covers" in [tooltip["field"] for tooltip in spec["encoding"]["tooltip"]]
+
+
+def test_partial_note_first_and_last_week(sample_weeks: roi.RoiPeriods):
+    rows = sample_weeks.rows
+
+    note = charts.partial_note(rows["period_start"], rows["period_end"], sample_weeks.span, "week", "UTC")
+
+    assert note == (
+        "The lighter bars hold only part of a week: week of 2026-08-31 (UTC) has data from 2026-09-02 to 2026-09-06 "
+        "(5 of 7 days); week of 2026-11-30 (UTC) has data from 2026-11-30 only (1 of 7 days). Their sums cover those "
+        "days only and are not scaled to a whole week."
+    )
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "span", "zone", "expected"),
+    [
+        # A whole week inside the span.
+        (datetime(2026, 11, 23, tzinfo=UTC), datetime(2026, 11, 30, tzinfo=UTC),
+         (datetime(2026, 9, 2, tzinfo=UTC), datetime(2026, 11, 30, 23, tzinfo=UTC)), "UTC", (7, 7, False)),
+        # The data ends one microsecond before the week does: still every day.
+        (datetime(2026, 11, 23, tzinfo=UTC), datetime(2026, 11, 30, tzinfo=UTC),
+         (datetime(2026, 11, 23, tzinfo=UTC), datetime(2026, 11, 29, 23, 59, 59, 999999, tzinfo=UTC)), "UTC",
+         (7, 7, False)),
+        # The data ends on the week's Wednesday.
+        (datetime(2026, 11, 30, tzinfo=UTC), datetime(2026, 12, 7, tzinfo=UTC),
+         (datetime(2026, 9, 2, tzinfo=UTC), datetime(2026, 12, 2, 8, tzinfo=UTC)), "UTC", (3, 7, True)),
+        # In New York the last submission, 02:00 UTC on a Tuesday, falls on Monday evening.
+        (datetime(2026, 11, 30, 5, tzinfo=UTC), datetime(2026, 12, 7, 5, tzinfo=UTC),
+         (datetime(2026, 9, 2, tzinfo=UTC), datetime(2026, 12, 1, 2, tzinfo=UTC)), "America/New_York", (1, 7, True)),
+        # A month of 30 days whose data starts on the 2nd.
+        (datetime(2026, 9, 1, tzinfo=UTC), datetime(2026, 10, 1, tzinfo=UTC),
+         (datetime(2026, 9, 2, 1, tzinfo=UTC), datetime(2026, 11, 30, tzinfo=UTC)), "UTC", (29, 30, True)),
+    ],
+)
+def test_bucket_coverage_days(start, end, span, zone, expected):
+    coverage = charts.bucket_coverage(start, end, span, zone)
+
+    assert (coverage.days, coverage.bucket_days, coverage.partial) == expected
+
+
+def test_bucket_coverage_none_for_days():
+    day = charts.bucket_coverage(T0, T0 + timedelta(days=1), (T0, T0 + timedelta(hours=1)), "UTC")
+    unknown = charts.bucket_coverage(T0, T0 + timedelta(days=7), (None, None), "UTC")
+
+    assert day is None
+    assert unknown is None
+
+
+def test_trend_week_bars_partial(sample_ledger_template: Path):
+    result = trends.trend(sample_ledger_template, Filters(), "week", "UTC")
+
+    spec = charts.divergence_count_chart(result).to_dict()
+    rows = layer_data(spec)[0]
+    partial = sorted({row["x_start"] for row in rows if row["coverage"] == "partial"})
+
+    assert partial == ["2026-08-31T00:00:00.000Z", "2026-11-30T00:00:00.000Z"]
+    assert spec["layer"][0]["encoding"]["opacity"]["field"] == "coverage"
+    assert "Data covers" in [tooltip["field"] for tooltip in spec["layer"][0]["encoding"]["tooltip"]]
+
+
+def test_trend_day_bars_whole(sample_trend: trends.Trend):
+    spec = charts.savings_chart(sample_trend).to_dict()
+
+    assert {row["coverage"] for row in layer_data(spec)[0]} == {"full"}
+    assert "Data covers" not in [tooltip["field"] for tooltip in spec["layer"][0]["encoding"]["tooltip"]]
+
+
+# ---------------------------------------------------------------------------
+# Cause charts
+
+
+def cause_rows() -> tuple[list[cause_queries.CauseCount], list[cause_queries.DeploymentCause]]:
+    counts = [
+        cause_queries.CauseCount("timestamp", 60, 60, 60, 0.6),
+        cause_queries.CauseCount("uuid", 30, 30, 30, 0.3),
+        cause_queries.CauseCount("control_flow", 10, 10, 10, 0.1),
+    ]
+    rows = [
+        cause_queries.DeploymentCause("alpha", "control_flow", 5, 20),
+        cause_queries.DeploymentCause("alpha", "uuid", 2, 20),
+        cause_queries.DeploymentCause("beta", "timestamp", 60, 80),
+        cause_queries.DeploymentCause("beta", "uuid", 28, 80),
+        cause_queries.DeploymentCause("beta", "control_flow", 5, 80),
+    ]
+    return counts, rows
+
+
+def test_cause_deployment_chart_palette_and_order():
+    counts, rows = cause_rows()
+
+    spec = charts.cause_deployment_chart(rows, counts).to_dict()
+    encoding = spec["encoding"]
+
+    assert encoding["y"]["sort"] == ["timestamp", "UUID", "changed control flow"]
+    assert encoding["color"]["scale"] == {"domain": ["beta", "alpha"], "range": list(charts.SERIES_COLORS[:2])}
+    assert encoding["yOffset"]["sort"] == ["beta", "alpha"]
+    assert encoding["y"]["axis"]["labelLimit"] == charts.CAUSE_LABEL_LIMIT
+
+
+def test_cause_share_chart_order_and_color():
+    counts, _ = cause_rows()
+
+    spec = charts.cause_share_chart(counts).to_dict()
+
+    assert spec["encoding"]["y"]["sort"] == ["timestamp", "UUID", "changed control flow"]
+    assert spec["mark"]["color"] == charts.SERIES_COLORS[0]
+    assert [row["share"] for row in spec["datasets"][spec["data"]["name"]]] == [0.6, 0.3, 0.1]
+
+
+def test_cause_order_appends_unranked():
+    counts, _ = cause_rows()
+
+    assert charts.cause_order(counts, ["reordering", "uuid", "float_noise"]) == [
+        "timestamp", "UUID", "changed control flow", "floating-point noise", "reordering"]

@@ -48,7 +48,9 @@ class RoiPeriods:
 
     `runs` counts the runs whose first submission in the view falls in the
     period. Cumulative sums run from the first period of the view. `note`
-    explains a period coarser than the one requested.
+    explains a period coarser than the one requested. `span` is the time of
+    the first and the last matching submission, which tell how much of the
+    first and last period the data covers.
     """
 
     period: str
@@ -56,6 +58,7 @@ class RoiPeriods:
     zone: str
     rows: pd.DataFrame
     note: str | None = None
+    span: tuple[datetime | None, datetime | None] = (None, None)
 
     def totals(self) -> "RoiTotals":
         """Return the sums over every period and series."""
@@ -190,7 +193,7 @@ def _read_periods(connection: duckdb.DuckDBPyConnection, filters: Filters, perio
         *parameters, *gross_plan.unit_parameters, *once_plan.unit_parameters, *gross_plan.start_parameters,
         *gross_plan.end_parameters, MAX_SERIES, MAX_SERIES, OTHER_SERIES,
     ]).fetchall()
-    return RoiPeriods(chosen, period, zone, result_frame(rows, ROI_COLUMNS), note)
+    return RoiPeriods(chosen, period, zone, result_frame(rows, ROI_COLUMNS), note, (first, last))
 
 
 _TOTALS_SQL = """
