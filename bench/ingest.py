@@ -9,11 +9,20 @@ JSON Lines file, then in one run measures, each in a fresh process:
 - the same ingest with divergence cause classification switched off, to show
   what classifying causes adds (target: at most 25% more time).
 
+With ``--floors`` it also measures two floors: the least an ingest built
+like this one can cost with none of its rules, hashes or deduplication.
+The parse floor reads the file as the ledger does, has DuckDB parse every
+line for its key list and its fields (the two parses the SQL rules start
+from) and writes the fields typed to a file table, as staging does. The copy
+floor copies DuckDB's typed tables from its ledger into a new file, as the
+merge copies the stage into the ledger. Their sum bounds the rate of an
+ingest that validates, stages and merges.
+
 Prints submissions per second, peak memory (max RSS) of each, and the ratios.
 With ``--repeats N`` the two ingests run N times each, alternating, and the
 medians are compared, which evens out load from other processes.
 
-    python bench/ingest.py [--rows 1000000] [--workdir /tmp/replay-ledger-bench] [--repeats 1]
+    python bench/ingest.py [--rows 1000000] [--workdir /tmp/replay-ledger-bench] [--repeats 1] [--floors]
 """
 
 from __future__ import annotations
@@ -157,6 +166,71 @@ def run_duckdb(data: Path, ledger: Path) -> dict:
     return {"seconds": time.perf_counter() - started, "ingested": count, "rejected": 0}
 
 
+def run_parse_floor(data: Path, ledger: Path) -> dict:
+    """Parse every line for its keys and fields in DuckDB, in the ingest's batches, and write the fields typed."""
+    import duckdb
+    import numpy as np
+    import pyarrow as pa
+
+    from ledger import readers
+    from ledger.ingest import LINE_BATCH
+    from ledger.store import lines
+
+    started = time.perf_counter()
+    connection = duckdb.connect(str(ledger))
+    connection.execute("SET preserve_insertion_order = false")
+    connection.execute(
+        "CREATE TABLE parsed (line_no BIGINT, keys VARCHAR[], run_id VARCHAR, status VARCHAR, actions_replayed UBIGINT, "
+        "actions_total UBIGINT, divergences_detected UBIGINT, divergences JSON, cost_savings DOUBLE, "
+        "submitted_at TIMESTAMPTZ, deployment VARCHAR)"
+    )
+    source = readers.find_sources([str(data)])[0][0]
+    batches, pending = [], 0
+
+    def flush() -> None:
+        connection.register("line_batch", pa.Table.from_batches(batches))
+        connection.execute(
+            "INSERT INTO parsed SELECT line_no, keys, f.run_id ->> '$', f.status ->> '$', f.actions_replayed, "
+            "f.actions_total, f.divergences_detected, f.divergences, f.cost_savings, f.submitted_at ->> '$', "
+            f"f.deployment ->> '$' FROM (SELECT line_no, json_keys(raw) AS keys, "
+            f"json_transform(raw, '{lines._FIELDS_STRUCTURE}') AS f FROM line_batch)"
+        )
+        connection.unregister("line_batch")
+
+    for chunk in readers.read_records(source, line_chunks=True):
+        numbers = pa.array(np.arange(chunk.first_line, chunk.first_line + len(chunk), dtype=np.int64))
+        raw = pa.LargeStringArray.from_buffers(len(chunk), pa.py_buffer(chunk.starts), pa.py_buffer(chunk.data))
+        batches.append(pa.RecordBatch.from_arrays([numbers, raw], names=["line_no", "raw"]))
+        pending += len(chunk)
+        if pending >= LINE_BATCH:
+            flush()
+            batches, pending = [], 0
+    if batches:
+        flush()
+    count = connection.execute("SELECT count(*) FROM parsed WHERE keys IS NOT NULL").fetchone()[0]
+    connection.close()
+    return {"seconds": time.perf_counter() - started, "ingested": count, "rejected": 0}
+
+
+def run_copy_floor(data: Path, ledger: Path) -> dict:
+    """Copy DuckDB's typed tables from the baseline's ledger (next to `ledger`) into a new file."""
+    import duckdb
+
+    baseline = ledger.parent / "baseline.duckdb"
+    started = time.perf_counter()
+    connection = duckdb.connect(str(ledger))
+    connection.execute(f"ATTACH '{baseline}' AS typed (READ_ONLY)")
+    connection.execute("CREATE TABLE submissions AS SELECT * FROM typed.submissions")
+    connection.execute("CREATE TABLE divergences AS SELECT * FROM typed.divergences")
+    count = connection.execute("SELECT count(*) FROM submissions").fetchone()[0]
+    connection.execute("DETACH typed")
+    connection.close()
+    return {"seconds": time.perf_counter() - started, "ingested": count, "rejected": 0}
+
+
+FLOORS = {"parse-floor": run_parse_floor, "copy-floor": run_copy_floor}
+
+
 def measure(kind: str, data: Path, ledger: Path) -> dict:
     """Run one side in a fresh process and return its figures with its peak memory."""
     ledger.unlink(missing_ok=True)
@@ -175,13 +249,15 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/replay-ledger-bench"), help="folder for the data and ledgers")
     parser.add_argument("--repeats", type=int, default=1,
                         help="runs of each ingest (with and without cause classification), alternating; medians are compared")
-    parser.add_argument("--side", choices=("ledger", "ledger-without-causes", "duckdb"), help=argparse.SUPPRESS)
+    parser.add_argument("--floors", action="store_true",
+                        help="also measure the parse and copy floors of an ingest built like this one")
+    parser.add_argument("--side", choices=("ledger", "ledger-without-causes", "duckdb", *FLOORS), help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--ledger", type=Path, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
 
     if arguments.side:
-        result = SIDES.get(arguments.side, run_duckdb)(arguments.data, arguments.ledger)
+        result = {**SIDES, **FLOORS}.get(arguments.side, run_duckdb)(arguments.data, arguments.ledger)
         usage = resource.getrusage(resource.RUSAGE_SELF)
         # Worker processes (cause classification) have ended by now, so their time is counted too.
         workers = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -229,6 +305,22 @@ def main() -> None:
     step = ", ".join(f"{run['classify_seconds']:.2f} s of {run['seconds']:.2f} s" for run in with_causes)
     print(f"the wait for classification at the end of each ingest with causes: {step}; median "
           f"{shares[(len(shares) - 1) // 2]:+.0%} over the rest of that ingest")
+    if arguments.floors:
+        _print_floors(data, arguments.workdir, baseline, arguments.repeats)
+
+
+def _print_floors(data: Path, workdir: Path, baseline: dict, repeats: int) -> None:
+    """Measure and print the parse and copy floors against DuckDB's reader, medians of `repeats` runs each."""
+    parse = _median_run([measure("parse-floor", data, workdir / "floor-parse.duckdb") for _ in range(max(1, repeats))])
+    copy = _median_run([measure("copy-floor", data, workdir / "floor-copy.duckdb") for _ in range(max(1, repeats))])
+    for name, figures in (("parse floor", parse), ("copy floor", copy)):
+        print(f"{name:22} {figures['ingested']:>10,} rows  {figures['seconds']:7.2f} s  "
+              f"CPU {figures['cpu_seconds']:6.2f} s  peak {figures['max_rss_mb']:7.0f} MB")
+    floor = parse["seconds"] + copy["seconds"]
+    ratio = baseline["seconds"] / floor
+    print(f"parse floor + copy floor = {floor:.2f} s: with no rule, hash or deduplication checked, an ingest "
+          f"that parses, stages and merges like this one reaches at most {ratio:.2f} of DuckDB's rate "
+          f"(CPU {parse['cpu_seconds'] + copy['cpu_seconds']:.2f} s against DuckDB's {baseline['cpu_seconds']:.2f} s)")
 
 
 def _median_run(runs: list[dict]) -> dict:
