@@ -174,7 +174,7 @@ def parse_deployment(field: str, value: Any) -> str:
 _ISO_SPACE = re.compile(r"^(\d{4}-\d{2}-\d{2}) (\d)")
 
 
-_NUMBER_TEXT = re.compile(r"[+-]?\d+(?:\.\d+)?")
+_NUMBER_TEXT = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?")
 
 
 def number_from_text(value: Any) -> Any:

@@ -17,6 +17,7 @@ from ledger.models import (
     ReplayResult,
     Submission,
     first_field_error,
+    number_from_text,
     parse_count,
     parse_money,
     parse_run_id,
@@ -445,3 +446,27 @@ def test_deploy_marker_bad_time_rejected():
     error = first_field_error(caught.value)
     assert error.field == "deployed_at"
     assert error.value == "soon"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("1793491200", 1793491200),
+    (" 1793491200 ", 1793491200),
+    ("+5", 5),
+    ("1793491200.5", Decimal("1793491200.5")),
+    # Not plain ASCII decimal numbers: left as text, for the ISO-8601 parse to reject.
+    ("1e10", "1e10"),
+    ("0x10", "0x10"),
+    ("\u0661\u0662\u0663", "\u0661\u0662\u0663"),
+    ("2026-03-01", "2026-03-01"),
+    ("", ""),
+])
+def test_number_from_text(text, expected):
+    result = number_from_text(text)
+    assert result == expected
+    assert type(result) is type(expected)
+
+
+def test_digit_string_timestamp_in_record_rejected():
+    with pytest.raises(FieldError) as raised:
+        parse_timestamp("submitted_at", "1793491200")
+    assert raised.value.reason == "is not an ISO-8601 timestamp: '1793491200'; use e.g. 2026-03-01T10:00:00Z"
