@@ -662,7 +662,11 @@ def test_app_corrupt_ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     at = new_app().run()
 
     assert not at.exception
-    assert at.error[0].value.startswith(f"The file `{ledger}` could not be opened as a ledger:")
+    assert at.error[0].value == (
+        f"The file `{ledger}` could not be opened as a ledger: `is not a DuckDB ledger file (it starts with "
+        f"'this is ')`. Point `{store.LEDGER_ENV}` at a replay-ledger file, or move this file away to start with "
+        "sample data."
+    )
 
 
 def test_app_mixed_sample_note(own_ledger: Path):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -150,6 +152,55 @@ def test_ledger_check_passes_new_empty_and_real(tmp_path, ledger):
     store.check_ledger_file(tmp_path / "empty.duckdb")
     store.check_ledger_file(ledger)
     assert not (tmp_path / "absent.duckdb").exists()
+
+
+def test_invalid_file_in_lock_folder_not_busy(tmp_path):
+    # DuckDB's message quotes the path, and a folder name with "lock" in it once made it look busy.
+    path = tmp_path / "blocks" / "empty.duckdb"
+    path.parent.mkdir()
+    path.touch()
+    started = time.monotonic()
+    with pytest.raises(store.LedgerUnreadable) as raised:
+        with store.writing(path, budget=5.0):
+            pass
+    assert time.monotonic() - started < 4.0
+    assert str(raised.value).startswith(f"{path}: cannot be opened as a ledger (")
+    assert not store.inbox_path(path).exists()
+
+
+def test_fifo_as_ledger_rejected(tmp_path):
+    path = tmp_path / "ledger.duckdb"
+    os.mkfifo(path)
+    with pytest.raises(store.LedgerUnreadable) as raised:
+        store.check_ledger_file(path)
+    assert str(raised.value) == f"{path}: is not a regular file; give a ledger file with --db or REPLAY_LEDGER_DB"
+
+
+def other_database(tmp_path: Path) -> Path:
+    """Return a DuckDB file of some other tool: one table, no schema version."""
+    path = tmp_path / "other.duckdb"
+    with duckdb.connect(str(path)) as connection:
+        connection.execute("CREATE TABLE foo (a INTEGER)")
+    return path
+
+
+def test_other_database_not_migrated(tmp_path):
+    path = other_database(tmp_path)
+    with pytest.raises(store.LedgerUnreadable) as raised:
+        with store.writing(path):
+            pass
+    assert str(raised.value) == (
+        f"{path}: is a DuckDB database but not a ledger (it has the tables foo and no schema_migrations); "
+        "give a ledger file, or a new file name, with --db"
+    )
+    assert query(path, "SELECT table_name FROM information_schema.tables") == [("foo",)]
+
+
+def test_other_database_read_rejected(tmp_path):
+    path = other_database(tmp_path)
+    with pytest.raises(store.LedgerUnreadable) as raised:
+        tiles(path, Filters())
+    assert str(raised.value).startswith(f"{path}: is a DuckDB database but not a ledger (it has the tables foo ")
 
 
 def test_same_file_twice_stored_once(ledger, tmp_path):

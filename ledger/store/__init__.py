@@ -22,7 +22,9 @@ import logging
 import multiprocessing
 import os
 import random
+import re
 import signal
+import stat
 import sys
 import tempfile
 import time
@@ -339,7 +341,15 @@ class LedgerTooNew(Exception):
 
 
 class LedgerUnreadable(OSError):
-    """The ledger path exists but cannot be opened as a DuckDB file (another kind of file, a folder, no access)."""
+    """The ledger path exists but cannot be opened as a ledger (another kind of file, a folder, no access).
+
+    The message is ``path: reason; advice`` for the command line; `reason`
+    alone is for the app, which gives its own advice.
+    """
+
+    def __init__(self, path: Path | str, reason: str, advice: str = "give another file with --db"):
+        super().__init__(f"{path}: {reason}; {advice}")
+        self.reason = reason
 
 
 def ledger_path(explicit: str | os.PathLike | None = None) -> Path:
@@ -353,11 +363,18 @@ def inbox_path(path: Path) -> Path:
     return path.with_name(path.name + ".inbox")
 
 
+_QUOTED = re.compile(r'"[^"]*"')
+# Phrases of DuckDB's errors for a file another connection holds. Matched without the quoted file
+# name, so that a folder whose name contains one of them is not taken for a lock.
+_BUSY_PHRASES = ("could not set lock", "conflicting lock", "different configuration", "file handle conflict")
+
+
 def _is_busy(error: Exception) -> bool:
-    text = str(error)
+    """Return whether a DuckDB error means another connection has the file open, so a retry may succeed."""
     # "file handle conflict": another connection of this same process has the file
     # attached (the receiver's writer does so between its commits).
-    return "lock" in text.lower() or "different configuration" in text or "file handle conflict" in text.lower()
+    text = _QUOTED.sub('""', str(error)).lower()
+    return any(phrase in text for phrase in _BUSY_PHRASES)
 
 
 # Every DuckDB database file has these bytes at this offset of its first header block.
@@ -370,20 +387,29 @@ def check_ledger_file(path: Path) -> None:
 
     DuckDB opens an existing CSV, Parquet or JSON file as a temporary database
     that views it, so writes to such a "ledger" would succeed and then vanish.
-    A path that does not exist or an empty file is left to DuckDB, which
-    creates or rejects it.
+    A path that does not exist, a folder or an empty file is left to DuckDB,
+    which creates or rejects it.
     """
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        raise LedgerUnreadable(path, f"cannot be read ({error.strerror})") from error
+    if stat.S_ISDIR(mode):
+        return
+    if not stat.S_ISREG(mode):
+        # A FIFO or a device would block or never end when read.
+        raise LedgerUnreadable(path, "is not a regular file", "give a ledger file with --db or REPLAY_LEDGER_DB")
     try:
         with path.open("rb") as handle:
             head = handle.read(_DUCKDB_MAGIC_OFFSET + len(_DUCKDB_MAGIC))
-    except (FileNotFoundError, IsADirectoryError):
-        return
     except OSError as error:
-        raise LedgerUnreadable(f"{path}: cannot be read ({error.strerror}); give another file with --db") from error
+        raise LedgerUnreadable(path, f"cannot be read ({error.strerror})") from error
     if head and head[_DUCKDB_MAGIC_OFFSET:] != _DUCKDB_MAGIC:
         raise LedgerUnreadable(
-            f"{path}: is not a DuckDB ledger file (it starts with {_first_bytes(head)}); "
-            "give a ledger file with --db or REPLAY_LEDGER_DB, and ingest data files with `replay-ledger ingest`"
+            path, f"is not a DuckDB ledger file (it starts with {_first_bytes(head)})",
+            "give a ledger file with --db or REPLAY_LEDGER_DB, and ingest data files with `replay-ledger ingest`",
         )
 
 
@@ -406,9 +432,7 @@ def _connect(path: Path, *, read_only: bool, budget: float, memory_limit: str) -
         except (duckdb.IOException, duckdb.ConnectionException, duckdb.ResourceInUseException) as error:
             if not _is_busy(error):
                 if isinstance(error, duckdb.IOException):
-                    raise LedgerUnreadable(
-                        f"{path}: cannot be opened as a ledger ({error}); give another file with --db"
-                    ) from error
+                    raise LedgerUnreadable(path, f"cannot be opened as a ledger ({error})") from error
                 raise
             if time.monotonic() + delay > deadline:
                 raise LedgerBusy(
@@ -430,6 +454,13 @@ def reading(path: Path, *, budget: float = READ_BUDGET_SECONDS) -> Iterator[duck
     connection = _connect(path, read_only=True, budget=budget, memory_limit=LEDGER_MEMORY_LIMIT)
     try:
         yield connection
+    except duckdb.CatalogException:
+        # A missing table: name the problem when the file is some other DuckDB database.
+        if schema_version(connection) == 0:
+            tables = _table_names(connection)
+            if tables:
+                raise _not_a_ledger(str(path), tables) from None
+        raise
     finally:
         connection.close()
 
@@ -440,7 +471,7 @@ def writing(path: Path, *, budget: float = WRITE_BUDGET_SECONDS) -> Iterator[duc
     path.parent.mkdir(parents=True, exist_ok=True)
     connection = _connect(path, read_only=False, budget=budget, memory_limit=LEDGER_MEMORY_LIMIT)
     try:
-        migrate(connection)
+        migrate(connection, str(path))
         yield connection
     finally:
         connection.close()
@@ -512,9 +543,32 @@ def schema_version(connection: duckdb.DuckDBPyConnection) -> int:
     return connection.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0]
 
 
-def migrate(connection: duckdb.DuckDBPyConnection) -> int:
-    """Apply the migrations the ledger lacks, each in one transaction; return the schema version."""
+def _table_names(connection: duckdb.DuckDBPyConnection) -> list[str]:
+    """Return the names of the tables in the connection's current database, sorted."""
+    return [row[0] for row in connection.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database() ORDER BY table_name"
+    ).fetchall()]
+
+
+def _not_a_ledger(name: str, tables: list[str]) -> LedgerUnreadable:
+    listed = ", ".join(tables[:5]) + (f" and {len(tables) - 5} more" if len(tables) > 5 else "")
+    return LedgerUnreadable(
+        name, f"is a DuckDB database but not a ledger (it has the tables {listed} and no schema_migrations)",
+        "give a ledger file, or a new file name, with --db",
+    )
+
+
+def migrate(connection: duckdb.DuckDBPyConnection, name: str = "the ledger file") -> int:
+    """Apply the migrations the ledger lacks, each in one transaction; return the schema version.
+
+    Raises LedgerUnreadable for a database that has tables but no schema
+    version, because it belongs to something else; `name` names it in the message.
+    """
     current = schema_version(connection)
+    if current == 0:
+        tables = _table_names(connection)
+        if tables:
+            raise _not_a_ledger(name, tables)
     if current > SCHEMA_VERSION:
         raise LedgerTooNew(
             f"the ledger has schema version {current}, this release knows up to {SCHEMA_VERSION}; upgrade replay-ledger"
@@ -1152,7 +1206,7 @@ def attached(
     try:
         connection.execute("USE ledger")
         if not read_only:
-            migrate(connection)
+            migrate(connection, str(ledger))
         yield
     finally:
         connection.execute("USE memory")

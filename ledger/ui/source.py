@@ -75,7 +75,7 @@ def app_ledger() -> tuple[Path, hub.LedgerOverview]:
         st.warning("The ledger is busy with another writer; reload the page in a moment.")
         st.stop()
     except (store.LedgerUnreadable, duckdb.Error) as error:
-        reason = error.__cause__ or error
+        reason = error.reason if isinstance(error, store.LedgerUnreadable) else error
         st.error(
             f"The file {code_span(ledger, PATH_LIMIT)} could not be opened as a ledger: {code_span(reason, 200)}. "
             f"Point `{store.LEDGER_ENV}` at a replay-ledger file, or move this file away to start with sample data."
