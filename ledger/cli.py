@@ -219,12 +219,28 @@ def _filters(deployment: list[str] | None, status: list[str] | None, since: str 
     for value in status or []:
         if value not in STATUSES:
             fail(f"--status {value!r} is not one of {', '.join(STATUSES)}")
+    start, end = parse_time_option("since", since), parse_time_option("until", until)
+    if start is not None and end is not None and start >= end:
+        fail(f"--since {since!r} is not before --until {until!r}; swap them or widen the range")
     return Filters(
-        start=parse_time_option("since", since),
-        end=parse_time_option("until", until),
-        deployments=tuple(deployment or ()),
+        start=start,
+        end=end,
+        # Ingest stores deployment names trimmed, so the filter is trimmed too.
+        deployments=tuple(name.strip() for name in deployment or ()),
         statuses=tuple(status or ()),
     )
+
+
+def _merge_pending(ledger: Path, verb: str) -> None:
+    """Merge the receiver's journals and the inbox into the ledger first, so a read includes every record that arrived."""
+    if not ledger.exists():
+        return
+    try:
+        _merge_receiver_journals(ledger)
+        store.drain_inbox(ledger)
+    except store.LedgerBusy:
+        err.print(f"warning: the ledger is busy, so records waiting in its inbox are not {verb} yet",
+                  markup=False, highlight=False)
 
 
 def _check_deployments(ledger: Path, filters: Filters) -> None:
@@ -234,8 +250,8 @@ def _check_deployments(ledger: Path, filters: Filters) -> None:
     known = deployments(ledger)
     for name in filters.deployments:
         if name not in known:
-            fail(f"--deployment {name!r} has no submissions in {ledger}; "
-                 f"deployments with submissions: {', '.join(known) or 'none yet'}")
+            listed = ", ".join(repr(known_name) for known_name in known) or "none yet"
+            fail(f"--deployment {name!r} has no submissions in {ledger}; deployments with submissions: {listed}")
 
 
 DeploymentFilter = Annotated[Optional[list[str]], typer.Option("--deployment", metavar="NAME", help="Only this deployment (repeatable).")]
@@ -257,13 +273,7 @@ def stats(
     """Print the four tiles: submissions, actions replayed, divergences and cost saved."""
     ledger = store.ledger_path(db)
     filters = _filters(deployment, status, since, until)
-    if ledger.exists():
-        try:
-            _merge_receiver_journals(ledger)
-            store.drain_inbox(ledger)
-        except store.LedgerBusy:
-            err.print("warning: the ledger is busy, so records waiting in its inbox are not counted yet",
-                      markup=False, highlight=False)
+    _merge_pending(ledger, "counted")
     try:
         _check_deployments(ledger, filters)
         rows = [("all", tiles(ledger, filters))]
@@ -309,6 +319,7 @@ def export(
         fail(f"--format {file_format!r} is not one of {', '.join(FORMATS)}")
     ledger = store.ledger_path(db)
     filters = _filters(deployment, status, since, until)
+    _merge_pending(ledger, "exported")
     try:
         _check_deployments(ledger, filters)
         rows = export_file(ledger, output, file_format, filters)
@@ -463,6 +474,8 @@ def _check_time(name: str, value: str | None, now: datetime) -> datetime | None:
             return now - regressions.parse_duration(value, f"--{name}")
         except regressions.InvalidCheckRequest as error:
             fail(str(error))
+        except OverflowError:
+            fail(f"--{name} {value.strip()!r} reaches back past the year 1; give a shorter duration")
     return parse_time_option(name, value)
 
 
@@ -596,12 +609,26 @@ def serve(
         max_batch_body=max_batch_body, read_timeout=read_timeout,
         limits=PostLimits(max_divergences=max_divergences, max_divergence_bytes=max_divergence_bytes),
     )
+    _check_receiver_ledger(config.ledger)
     try:
         run_receiver(config, host, port)
     except (ReceiverConfigError, KeyFileError, store.LedgerTooNew) as error:
         fail(str(error))
     except OSError as error:
         fail(f"cannot listen on {host}:{port}: {error.strerror or error}")
+
+
+def _check_receiver_ledger(ledger: Path) -> None:
+    """Exit 2 before the server starts when the ledger file is not a ledger; a busy ledger is checked later."""
+    store.check_ledger_file(ledger)
+    if not ledger.exists():
+        return
+    try:
+        store.upgrade(ledger)
+    except store.LedgerBusy:
+        err.print(f"warning: {ledger} is busy, so it is checked at the first merge", markup=False, highlight=False)
+    except store.LedgerTooNew as error:
+        fail(str(error))
 
 
 @keys_app.command("add")
@@ -716,7 +743,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         app()
-    except store.LedgerUnreadable as error:
+    except (store.LedgerUnreadable, store.LedgerBusy) as error:
         err.print(f"error: {error}", markup=False, highlight=False)
         sys.exit(EXIT_USAGE)
 

@@ -43,7 +43,7 @@ _UNITS = {
     "w": timedelta(weeks=1),
 }
 _SUBMISSION_UNITS = ("sub", "subs", "submissions")
-_AMOUNT = re.compile(r"\s*(\d{1,9})\s*([A-Za-z]*)\s*")
+_AMOUNT = re.compile(r"\s*([0-9]{1,9})\s*([A-Za-z]*)\s*")
 
 
 class InvalidCheckRequest(ValueError):

@@ -84,6 +84,17 @@ def test_check_since_duration_back_from_as_of(sample_ledger_template: Path):
     assert json.loads(relative.output)["markers"] == json.loads(absolute.output)["markers"]
 
 
+@pytest.mark.parametrize("since, message", [
+    ("3000000d", "error: --since '3000000d' reaches back past the year 1; give a shorter duration"),
+    ("\u0661\u0664d", "error: --since '\u0661\u0664d' is not a positive number with a unit; use e.g. 90m, 12h, 7d or 2w"),
+])
+def test_check_since_bad_duration_exit_2(sample_ledger_template: Path, since: str, message: str):
+    # Exit 1 would read as a regression to a CI gate.
+    result = run("check", "--db", str(sample_ledger_template), "--as-of", AS_OF, "--since", since)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == message
+
+
 def test_check_submission_window(sample_ledger_template: Path):
     result = run("check", "--db", str(sample_ledger_template), "--as-of", AS_OF, "--window", "100sub",
                  "--deployment", "prod-eu", "--json")

@@ -15,7 +15,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from ledger import store
 from ledger.cli import app
+from ledger.ingest import ingest_paths
 from tests.records import query, record, write_lines
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -115,7 +117,7 @@ NOT_LEDGERS = {
 
 
 @pytest.mark.parametrize("name", sorted(NOT_LEDGERS))
-@pytest.mark.parametrize("command", [("ingest",), ("stats",)])
+@pytest.mark.parametrize("command", [("ingest",), ("stats",), ("serve", "--no-auth", "--port", "0")])
 def test_not_a_ledger_exit_2(tmp_path, command, name):
     text, start = NOT_LEDGERS[name]
     fake = tmp_path / name
@@ -262,9 +264,46 @@ def test_unknown_deployment_exit_2(varied_ledger, tmp_path, command):
     assert result.exit_code == 2, result.output
     assert result.stderr.strip() == (
         f"error: --deployment 'prod-euu' has no submissions in {varied_ledger}; "
-        "deployments with submissions: prod-eu, prod-us, staging"
+        "deployments with submissions: 'prod-eu', 'prod-us', 'staging'"
     )
     assert not output.exists()
+
+
+def test_stats_deployment_trimmed(varied_ledger):
+    padded = invoke("stats", "--db", varied_ledger, "--json", "--deployment", " prod-eu ")
+    plain = invoke("stats", "--db", varied_ledger, "--json", "--deployment", "prod-eu")
+    assert padded.exit_code == 0, padded.output
+    assert json.loads(padded.stdout) == json.loads(plain.stdout)
+
+
+@pytest.mark.parametrize("command", ["stats", "export"])
+def test_reversed_range_exit_2(varied_ledger, tmp_path, command):
+    output = tmp_path / "out.csv"
+    extra = ["--output", output] if command == "export" else []
+    result = invoke(command, "--db", varied_ledger, "--since", "2026-03-04T00:00:00Z", "--until", "2026-03-02", *extra)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (
+        "error: --since '2026-03-04T00:00:00Z' is not before --until '2026-03-02'; swap them or widen the range"
+    )
+    assert not output.exists()
+
+
+def test_export_merges_inbox_first(tmp_path):
+    from tests.test_ingest import hold_ledger
+
+    ledger = tmp_path / "busy.duckdb"
+    store.create_empty(ledger)
+    holder = hold_ledger(ledger, 1.5)
+    try:
+        report = ingest_paths(ledger, [str(write_lines(tmp_path / "q.jsonl", [record(1, deployment="late")]))],
+                              budget=0.2)
+    finally:
+        holder.wait(timeout=30)
+    assert report.queued_in_inbox is not None
+    output = tmp_path / "late.csv"
+    result = invoke("export", "--db", ledger, "--deployment", "late", "--output", output)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == f"1 submissions written to {output}"
 
 
 def test_stats_missing_ledger_exit_2(tmp_path):
