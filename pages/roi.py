@@ -162,7 +162,9 @@ def main() -> None:
         st.stop()
     loaded: roi.RoiView = view_result.value
     periods, totals = loaded.periods, loaded.totals
-    st.caption(f"{view.range_label} · {PERIOD_LABELS[periods.period]}s in {periods.zone} · data as of "
+    # Spans of decades fall back to years, which the period picker does not offer.
+    period_label = PERIOD_LABELS.get(periods.period, periods.period.capitalize())
+    st.caption(f"{view.range_label} · {period_label}s in {periods.zone} · data as of "
                f"{formatting.timestamp(view_result.read_at, view.zone)} {formatting.zone_name(view.zone)}")
     st.markdown(DEFINITIONS)
     if not totals.submissions:

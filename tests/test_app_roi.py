@@ -210,3 +210,19 @@ def test_roi_month_no_partial_last(page: AppTest):
 
     assert {row["x_start"] for row in rows if row["coverage"] == "partial"} == {"2026-09-01T00:00:00.000Z"}
     assert any("2026-09 (UTC) has data from 2026-09-02 to 2026-09-30 (29 of 30 days)" in text for text in texts(page))
+
+
+def test_roi_span_of_a_century_in_years(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # Weeks or months from 2000 to 2099 are too many bars, so the page falls back to years.
+    from ledger.ingest import ingest_paths
+    from tests.records import record, write_lines
+
+    ledger = tmp_path / "century.duckdb"
+    records = [record(number, submitted_at=f"{year}-06-01T00:00:00Z", cost_savings=0.25)
+               for number, year in enumerate((2000, 2040, 2099))]
+    ingest_paths(ledger, [str(write_lines(tmp_path / "century.jsonl", records))])
+    monkeypatch.setenv(store.LEDGER_ENV, str(ledger))
+    at = show(AppTest.from_file(PAGE, default_timeout=60))
+
+    assert any(text.startswith("All time · Years in UTC · data as of") for text in texts(at))
+    assert metrics(at)["Gross savings"] == "$0.75"
