@@ -16,6 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
+import duckdb
 import orjson
 import typer
 from rich.console import Console
@@ -745,6 +746,11 @@ def main() -> None:
         app()
     except (store.LedgerUnreadable, store.LedgerBusy) as error:
         err.print(f"error: {error}", markup=False, highlight=False)
+        sys.exit(EXIT_USAGE)
+    except duckdb.IOException as error:
+        # A ledger whose header is intact can still be cut short. DuckDB's message names the file.
+        err.print(f"error: reading or writing the ledger failed: {error}; if the file was cut short or damaged, "
+                  "restore it from a copy", markup=False, highlight=False)
         sys.exit(EXIT_USAGE)
 
 

@@ -134,6 +134,40 @@ def test_not_a_ledger_exit_2(tmp_path, command, name):
     assert fake.read_text() == text
 
 
+def damaged_copy(ledger: Path, target: Path, *, offset: int | None = None, size: int | None = None) -> Path:
+    """Copy a ledger, then overwrite 8 KiB at `offset` or cut the copy to `size` bytes."""
+    data = bytearray(ledger.read_bytes())
+    if offset is not None:
+        data[offset:offset + 8192] = b"x" * 8192
+    if size is not None:
+        del data[size:]
+    target.write_bytes(bytes(data))
+    return target
+
+
+def test_damaged_ledger_exit_2(varied_ledger, tmp_path):
+    # The first block after the headers: its checksum no longer matches.
+    copy = damaged_copy(varied_ledger, tmp_path / "damaged.duckdb", offset=12288)
+    result = subprocess.run([*replay_ledger_command(), "stats", "--db", str(copy)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"error: {copy}: is damaged (Corrupt database file: ")
+    assert result.stderr.strip().endswith("); restore it from a copy, or give another file with --db")
+    assert "Traceback" not in result.stderr
+
+
+def test_truncated_ledger_exit_2(sample_ledger_template, tmp_path):
+    size = sample_ledger_template.stat().st_size // 2
+    copy = damaged_copy(sample_ledger_template, tmp_path / "cut.duckdb", size=size)
+    result = subprocess.run([*replay_ledger_command(), "stats", "--db", str(copy)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: reading or writing the ledger failed: IO Error: ")
+    assert f'"{copy}"' in result.stderr
+    assert "Traceback" not in result.stderr
+    assert copy.stat().st_size == size
+
+
 def test_ingest_json_output_parses(ledger, tmp_path):
     path = write_lines(tmp_path / "a.jsonl", [record(1), record(2, actions_total="9"), record(1)])
     result = invoke("ingest", path, "--db", ledger, "--json")

@@ -440,6 +440,13 @@ def _connect(path: Path, *, read_only: bool, budget: float, memory_limit: str) -
                 ) from None
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 0.25)
+        except duckdb.Error as error:
+            # DuckDB raises its base Error for a file whose block checksums do not match.
+            if "corrupt" in str(error).lower():
+                raise LedgerUnreadable(
+                    path, f"is damaged ({error})", "restore it from a copy, or give another file with --db"
+                ) from error
+            raise LedgerUnreadable(path, f"cannot be opened as a ledger ({error})") from error
 
 
 @contextmanager
