@@ -389,7 +389,10 @@ def test_deploys_import_csv_epoch(ledger, tmp_path):
 def test_deploys_add_bad_time_exit_2(ledger):
     result = invoke("deploys", "add", "--deployment", "prod", "--version", "1", "--at", "soon", "--db", ledger)
     assert result.exit_code == 2
-    assert result.stderr.strip() == "error: --at: is not an ISO-8601 timestamp: 'soon'; use e.g. 2026-03-01T10:00:00Z"
+    assert result.stderr.strip() == (
+        "error: --at: is not an ISO-8601 timestamp: 'soon'; use e.g. 2026-03-01T10:00:00Z or epoch seconds such as "
+        "1772539200"
+    )
 
 
 def write_deploy_csv(path: Path, rows: list[tuple[str, str, str, str]]) -> Path:
@@ -543,7 +546,8 @@ def test_export_csv_columns(varied_ledger, tmp_path):
         (("--format", "xml"), "error: --format 'xml' is not one of csv, parquet, jsonl"),
         (("--status", "done"), "error: --status 'done' is not one of success, partial, failed"),
         (("--since", "last week"),
-         "error: --since: is not an ISO-8601 timestamp: 'last week'; use e.g. 2026-03-01T10:00:00Z"),
+         "error: --since: is not an ISO-8601 timestamp: 'last week'; use e.g. 2026-03-01T10:00:00Z or epoch seconds "
+         "such as 1772539200"),
     ],
     ids=["format", "status", "since"],
 )
