@@ -64,16 +64,6 @@ class Journal:
         return sealed
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def left_behind(ledger: Path) -> list[Path]:
     """Return the journal files of receivers that no longer run (this process's own excluded), oldest first.
 
@@ -87,7 +77,7 @@ def left_behind(ledger: Path) -> list[Path]:
     found = []
     for path in folder.glob(f"*{SUFFIX}"):
         match = _NAME.match(path.name)
-        if match and int(match.group(1)) != os.getpid() and not _alive(int(match.group(1))):
+        if match and int(match.group(1)) != os.getpid() and not store.process_alive(int(match.group(1))):
             found.append((int(match.group(2)), int(match.group(3)), path))
     return [path for _, _, path in sorted(found)]
 

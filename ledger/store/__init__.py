@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -364,7 +364,7 @@ def inbox_path(path: Path) -> Path:
 
 
 _QUOTED = re.compile(r'"[^"]*"')
-# Phrases of DuckDB's errors for a file another connection holds. Matched without the quoted file
+# Phrases of DuckDB's errors for a file another connection has open. Matched without the quoted file
 # name, so that a folder whose name contains one of them is not taken for a lock.
 _BUSY_PHRASES = ("could not set lock", "conflicting lock", "different configuration", "file handle conflict")
 
@@ -419,34 +419,57 @@ def _first_bytes(head: bytes) -> str:
     return repr("".join(character if character.isprintable() else "?" for character in text))
 
 
-def _connect(path: Path, *, read_only: bool, budget: float, memory_limit: str) -> duckdb.DuckDBPyConnection:
-    check_ledger_file(path)
+_BUSY_ERRORS = (duckdb.IOException, duckdb.ConnectionException, duckdb.ResourceInUseException)
+T = TypeVar("T")
+
+
+def _retry_while_busy(attempt: Callable[[], T], busy_message: str, budget: float, *, first_delay: float = 0.005,
+                      max_delay: float = 0.25) -> T:
+    """Return what `attempt` returns, calling it again with growing, jittered pauses while the file is busy.
+
+    Raises LedgerBusy with `busy_message` once `budget` seconds would pass,
+    and any error that does not mean busy at once.
+    """
     deadline = time.monotonic() + budget
-    delay = 0.005
+    delay = first_delay
     while True:
         try:
-            connection = duckdb.connect(str(path), read_only=read_only, config={"memory_limit": memory_limit})
-            # Every session works in UTC, so date functions on TIMESTAMPTZ do not depend on the host's zone.
-            connection.execute("SET TimeZone = 'UTC'")
-            return connection
-        except (duckdb.IOException, duckdb.ConnectionException, duckdb.ResourceInUseException) as error:
+            return attempt()
+        except _BUSY_ERRORS as error:
             if not _is_busy(error):
-                if isinstance(error, duckdb.IOException):
-                    raise LedgerUnreadable(path, f"cannot be opened as a ledger ({error})") from error
                 raise
             if time.monotonic() + delay > deadline:
-                raise LedgerBusy(
-                    f"{path}: the ledger stayed locked by another process for {budget:.1f} s; try again shortly"
-                ) from None
+                raise LedgerBusy(busy_message) from None
             time.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 0.25)
-        except duckdb.Error as error:
-            # DuckDB raises its base Error for a file whose block checksums do not match.
-            if "corrupt" in str(error).lower():
-                raise LedgerUnreadable(
-                    path, f"is damaged ({error})", "restore it from a copy, or give another file with --db"
-                ) from error
-            raise LedgerUnreadable(path, f"cannot be opened as a ledger ({error})") from error
+            delay = min(delay * 2, max_delay)
+
+
+def _busy_message(path: Path, budget: float) -> str:
+    return f"{path}: the ledger stayed locked by another process for {budget:.1f} s; try again shortly"
+
+
+def _connect(path: Path, *, read_only: bool, budget: float, memory_limit: str) -> duckdb.DuckDBPyConnection:
+    check_ledger_file(path)
+
+    def attempt() -> duckdb.DuckDBPyConnection:
+        connection = duckdb.connect(str(path), read_only=read_only, config={"memory_limit": memory_limit})
+        # Every session works in UTC, so date functions on TIMESTAMPTZ do not depend on the host's zone.
+        connection.execute("SET TimeZone = 'UTC'")
+        return connection
+
+    try:
+        return _retry_while_busy(attempt, _busy_message(path, budget), budget)
+    except duckdb.IOException as error:
+        raise LedgerUnreadable(path, f"cannot be opened as a ledger ({error})") from error
+    except (duckdb.ConnectionException, duckdb.ResourceInUseException):
+        raise
+    except duckdb.Error as error:
+        # DuckDB raises its base Error for a file whose block checksums do not match.
+        if "corrupt" in str(error).lower():
+            raise LedgerUnreadable(
+                path, f"is damaged ({error})", "restore it from a copy, or give another file with --db"
+            ) from error
+        raise LedgerUnreadable(path, f"cannot be opened as a ledger ({error})") from error
 
 
 @contextmanager
@@ -516,21 +539,10 @@ def sandbox(path: Path, *, budget: float = READ_BUDGET_SECONDS,
         "allow_community_extensions": False,
     })
     try:
-        deadline = time.monotonic() + budget
-        delay = 0.005
-        while True:
-            try:
-                connection.execute(f"ATTACH '{_quote(path)}' AS {SANDBOX_ALIAS} (READ_ONLY)")
-                break
-            except (duckdb.IOException, duckdb.ConnectionException, duckdb.ResourceInUseException) as error:
-                if not _is_busy(error):
-                    raise
-                if time.monotonic() + delay > deadline:
-                    raise LedgerBusy(
-                        f"{path}: the ledger stayed locked by another process for {budget:.1f} s; try again shortly"
-                    ) from None
-                time.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 0.25)
+        _retry_while_busy(
+            lambda: connection.execute(f"ATTACH '{_quote(path)}' AS {SANDBOX_ALIAS} (READ_ONLY)"),
+            _busy_message(path, budget), budget,
+        )
         connection.execute(f"USE {SANDBOX_ALIAS}")
         connection.execute("SET TimeZone = 'UTC'")
         connection.execute("SET enable_external_access = false")
@@ -639,7 +651,7 @@ def _remove_abandoned_stages(folder: Path) -> None:
     """Remove stage folders left by processes that died (killed mid-ingest); their names carry the pid."""
     for stage in folder.glob(f"{STAGE_PREFIX}*"):
         pid_text = stage.name[len(STAGE_PREFIX):].split("-", 1)[0]
-        if not pid_text.isdigit() or _process_alive(int(pid_text)):
+        if not pid_text.isdigit() or process_alive(int(pid_text)):
             continue
         try:
             for child in stage.iterdir():
@@ -649,7 +661,8 @@ def _remove_abandoned_stages(folder: Path) -> None:
             continue
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Return whether a process with this pid exists (one of another user counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -1196,20 +1209,12 @@ def attached(
     """
     ledger.parent.mkdir(parents=True, exist_ok=True)
     check_ledger_file(ledger)
-    deadline = time.monotonic() + budget
-    delay = 0.002
     mode = " (READ_ONLY)" if read_only else ""
-    while True:
-        try:
-            connection.execute(f"ATTACH '{_quote(ledger)}' AS ledger{mode}")
-            break
-        except (duckdb.IOException, duckdb.ConnectionException, duckdb.ResourceInUseException) as error:
-            if not _is_busy(error):
-                raise
-            if time.monotonic() + delay > deadline:
-                raise LedgerBusy(f"{ledger}: the ledger stayed locked for {budget:.1f} s") from None
-            time.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, RECEIVER_ATTACH_MAX_DELAY)
+    _retry_while_busy(
+        lambda: connection.execute(f"ATTACH '{_quote(ledger)}' AS ledger{mode}"),
+        f"{ledger}: the ledger stayed locked for {budget:.1f} s", budget,
+        first_delay=0.002, max_delay=RECEIVER_ATTACH_MAX_DELAY,
+    )
     try:
         connection.execute("USE ledger")
         if not read_only:
