@@ -13,6 +13,7 @@ import streamlit as st
 from ledger import causes, charts, formatting, store
 from ledger.queries import causes as cause_queries
 from ledger.ui import View, cached, code_span, page_view, refresh, run_link_column, run_url
+from ledger.ui.chart_slot import altair_chart
 
 HEADLINES = 3
 HOTSPOT_KEY = "causes_hotspot"
@@ -75,14 +76,6 @@ def overview_tiles(overview: cause_queries.CauseOverview) -> None:
     )
 
 
-def draw_chart(builder, *args, what: str) -> None:
-    """Draw one chart, or show a warning that it is unavailable and let the rest of the page render."""
-    try:
-        st.altair_chart(builder(*args), width="stretch")
-    except charts.TooManyPoints as error:
-        st.warning(f"The {what} chart is unavailable: {error}.")
-
-
 def cause_table(overview: cause_queries.CauseOverview) -> None:
     frame = pd.DataFrame({
         "Cause": [causes.label(row.cause) for row in overview.causes],
@@ -94,7 +87,7 @@ def cause_table(overview: cause_queries.CauseOverview) -> None:
     })
     chart, table = st.columns([2, 3])
     with chart:
-        draw_chart(charts.cause_share_chart, overview.causes, what="causes")
+        altair_chart(charts.cause_share_chart, overview.causes, what="causes")
     table.dataframe(
         frame,
         hide_index=True,
@@ -117,7 +110,7 @@ def deployment_section(rows: list[cause_queries.DeploymentCause], overview: caus
         "Cause": [causes.label(row.cause) for row in rows],
         "Share of replays": [100 * (row.share or 0) for row in rows],
     })
-    draw_chart(charts.cause_deployment_chart, rows, overview.causes, what="causes per deployment")
+    altair_chart(charts.cause_deployment_chart, rows, overview.causes, what="causes per deployment")
     pivot = frame.pivot_table(index="Cause", columns="Deployment", values="Share of replays", fill_value=0.0)
     order = charts.cause_order(overview.causes, (row.cause for row in rows))
     pivot = pivot.reindex(index=[name for name in order if name in pivot.index], columns=charts.deployment_order(rows))

@@ -17,6 +17,7 @@ import streamlit as st
 from ledger import charts, formatting, store
 from ledger.queries import roi, trends
 from ledger.ui import View, cached_result, page_view, params
+from ledger.ui.chart_slot import altair_chart
 
 GROUP = "roi"
 PARAM_PERIOD, PARAM_ZONE, PARAM_MEASURE = "period", "bucket_tz", "measure"
@@ -115,26 +116,18 @@ def period_table(periods: roi.RoiPeriods) -> None:
     }), hide_index=True, width="stretch", key="roi_periods")
 
 
-def chart(builder, *args, what: str) -> None:
-    """Draw one chart, or show a warning that it is unavailable and let the rest of the page render."""
-    try:
-        st.altair_chart(builder(*args), width="stretch")
-    except charts.TooManyPoints as error:
-        st.warning(f"The {what} chart is unavailable: {error}.")
-
-
 def periods_section(periods: roi.RoiPeriods, measure: str) -> None:
     if periods.note:
         st.info(periods.note, icon=":material/info:")
     label = charts.ROI_MEASURES[measure].lower()
     st.subheader(f"{charts.ROI_MEASURES[measure]} per {periods.period}")
-    chart(charts.roi_period_chart, periods, measure, what=f"{label} per {periods.period}")
+    altair_chart(charts.roi_period_chart, periods, measure, what=f"{label} per {periods.period}")
     note = charts.partial_note(periods.rows["period_start"], periods.rows["period_end"], periods.span,
                                periods.period, periods.zone)
     if note:
         st.caption(note)
     st.subheader(f"Cumulative {label}")
-    chart(charts.roi_cumulative_chart, periods, measure, what=f"cumulative {label}")
+    altair_chart(charts.roi_cumulative_chart, periods, measure, what=f"cumulative {label}")
 
     st.subheader(f"Per {periods.period} and deployment")
     period_table(periods)
