@@ -72,12 +72,12 @@ def parse_time_option(name: str, value: str | None) -> datetime | None:
     """Return the instant of a time option: ISO-8601 text, or epoch seconds (epoch milliseconds from 1e11)."""
     if value is None:
         return None
-    given = number_from_text(value)
+    parsed_value = number_from_text(value)
     try:
-        return parse_timestamp(name, given)[0]
+        return parse_timestamp(name, parsed_value)[0]
     except FieldError as error:
         # Text that is not a plain number failed as ISO-8601, so name the other form too.
-        other_form = " or epoch seconds such as 1772539200" if isinstance(given, str) else ""
+        other_form = " or epoch seconds such as 1772539200" if isinstance(parsed_value, str) else ""
         fail(f"--{name}: {error.reason}{other_form}")
 
 

@@ -51,11 +51,11 @@ def test_cell_missing_value(kind, expected):
 
 
 def test_cell_json_cut_at_preview():
-    shown = explore_tables.cell({"note": "x" * 200}, "json", BERLIN)
+    preview = explore_tables.cell({"note": "x" * 200}, "json", BERLIN)
 
-    assert shown.startswith('1 key: {"note":"xxx')
-    assert shown.endswith("…")
-    assert len(shown) == len("1 key: ") + explore_tables.PREVIEW_CHARS
+    assert preview.startswith('1 key: {"note":"xxx')
+    assert preview.endswith("…")
+    assert len(preview) == len("1 key: ") + explore_tables.PREVIEW_CHARS
 
 
 def test_table_frame_money_padded():

@@ -353,11 +353,11 @@ def sql_box(view: View) -> None:
                  icon=":material/block:")
         return
     result: sandbox.QueryResult = outcome["result"]
-    shown = len(result.rows)
+    row_count = len(result.rows)
     if result.truncated:
-        st.warning(f"Showing the first {formatting.count(shown)} rows; the query returned more. Add a LIMIT or "
+        st.warning(f"Showing the first {formatting.count(row_count)} rows; the query returned more. Add a LIMIT or "
                    "aggregate to see the rest.", icon=":material/content_cut:")
-    st.caption(f"{formatting.count(shown)} row{'s' if shown != 1 else ''} in {result.seconds * 1000:,.0f} ms")
+    st.caption(f"{formatting.plural(row_count, 'row')} in {result.seconds * 1000:,.0f} ms")
     if result.columns:
         st.dataframe(result_frame(result, view.zone), hide_index=True, width="stretch", key="explore_sql_table")
 

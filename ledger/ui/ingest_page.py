@@ -135,10 +135,12 @@ def run_ingest(view: View, files: list, deployment: str | None, strict: bool, li
 
 
 def show_report(view: View, report: dict) -> None:
+    """Render the report of an upload ingest kept in the session: counts, files, warnings and rejected records."""
     st.subheader("Report" if report["ingest_id"] is None else f"Report of ingest #{report['ingest_id']}")
     deployment = "from each record" if report["deployment"] is None else code_span(report["deployment"])
     st.caption(f"Deployment: {deployment}. Strict: {'on' if report['strict'] else 'off'}. "
                f"Took {report['seconds']:.1f} s.")
+
     if report["queued"]:
         st.warning("The ledger was busy with another writer, so this batch waits in the ledger's inbox. It is "
                    "merged by the next write, or when you press Refresh on the Replay Hub.", icon=":material/inbox:")
@@ -148,6 +150,7 @@ def show_report(view: View, report: dict) -> None:
                      width="stretch", key="ingest_skipped")
     if not report["files"]:
         return
+
     read, ingested, duplicates, rejected = report["totals"]
     columns = st.columns(5)
     columns[0].metric("Files", formatting.count(len(report["files"])))
@@ -157,10 +160,12 @@ def show_report(view: View, report: dict) -> None:
     columns[4].metric("Rejected", formatting.count(rejected))
     st.dataframe(files_frame(report["files"]), hide_index=True, width="stretch", key="ingest_report_files",
                  column_config=_text_columns("File", "Shape"))
+
     if report["warnings"]:
         with st.expander(formatting.plural(len(report["warnings"]), "warning")):
             st.dataframe(pd.DataFrame(report["warnings"], columns=["File", "Warning"]), hide_index=True,
                          width="stretch", key="ingest_report_warnings")
+
     if report["rejected_total"]:
         st.markdown(f"**Rejected records** ({formatting.count(report['rejected_total'])})")
         frame = pd.DataFrame([row[1:] for row in report["rejected"]],
@@ -168,10 +173,10 @@ def show_report(view: View, report: dict) -> None:
         st.dataframe(frame, hide_index=True, width="stretch", key="ingest_report_rejected",
                      column_config=_text_columns("Location", "Field", "Value", "Reason"))
         if report["rejected_total"] > len(report["rejected"]):
-            shown = formatting.count(len(report["rejected"]))
-            st.caption(f"The first {shown} are shown and in the download; the History tab has all of them once "
+            listed = formatting.count(len(report["rejected"]))
+            st.caption(f"The first {listed} are shown and in the download; the History tab has all of them once "
                        "the inbox batch is merged." if report["queued"] else
-                       f"The first {shown} are shown; the download has all.")
+                       f"The first {listed} are shown; the download has all.")
         rejections_download(view, report, "ingest_report_download")
 
 
